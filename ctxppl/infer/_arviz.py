@@ -1,0 +1,46 @@
+"""ArviZ export with dims named after plates; works with arviz 0.2x and 1.x."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from ctxppl.infer._sites import ModelStructure
+
+__all__ = ["site_dims", "make_arviz"]
+
+
+def site_dims(name: str, shape: tuple[int, ...], structure: ModelStructure) -> list[str]:
+    """Dim names for one draw of site ``name`` with shape ``shape`` (no chain/draw dims)."""
+    info = structure.sites.get(name)
+    dims = [f"{name}_dim_{i}" for i in range(len(shape))]
+    if info is None:
+        return dims
+    n_batch = len(shape) - info.event_ndim
+    for plate, dim in info.plates:
+        axis = n_batch + dim
+        size = structure.plates.get(plate)
+        if 0 <= axis < len(shape) and shape[axis] == size:
+            dims[axis] = plate
+    return dims
+
+
+def make_arviz(groups: dict[str, dict[str, Any]], structure: ModelStructure) -> Any:
+    """``az.from_dict`` over ``groups`` (posterior/log_likelihood have chain, draw axes)."""
+    import arviz as az
+
+    dims: dict[str, list[str]] = {}
+    used: set[str] = set()
+    for gname, group in groups.items():
+        lead = 0 if gname == "observed_data" else 2
+        for name, value in group.items():
+            d = site_dims(name, tuple(np.shape(value)[lead:]), structure)
+            dims[name] = d
+            used.update(d)
+    coords = {p: np.arange(n) for p, n in structure.plates.items() if p in used}
+    groups = {g: {k: np.asarray(v) for k, v in grp.items()} for g, grp in groups.items() if grp}
+    if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0 (DataTree)
+        return az.from_dict(groups, dims=dims, coords=coords)
+    return az.from_dict(**groups, dims=dims, coords=coords)  # arviz 0.x (InferenceData)

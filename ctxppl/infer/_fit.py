@@ -1,0 +1,394 @@
+r"""``ctx.fit`` and ``ctx.fit_many``: one entry point for MAP, Laplace, SVI and NUTS."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.initialization import init_to_median
+
+from ctxppl.infer._loop import NONFINITE, STATUS, LoopOptions, progress_bar
+from ctxppl.infer._nuts import run_nuts
+from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
+from ctxppl.infer._result import Fit, FitError
+from ctxppl.infer._sites import model_structure
+from ctxppl.infer._validate import normalize_inputs, normalize_key
+
+__all__ = ["fit", "fit_many", "METHODS", "DEFAULTS"]
+
+METHODS = ("map", "laplace", "svi", "nuts")
+
+_OPT = {"num_steps": 5000, "learning_rate": 1e-2, "optimizer": "adam", "tol": 1e-6,
+        "window": 100, "patience": 5, "clip_norm": None, "batch_size": None,
+        "init_strategy": init_to_median, "progress": True, "plate": None, "weights": None,
+        "val_split": None, "val_weights": None, "on_failure": "raise"}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "map": dict(_OPT),
+    "laplace": {**_OPT, "num_samples": 1000},
+    "svi": {**_OPT, "tol": 0.0, "guide": "normal", "num_particles": 1, "num_samples": 1000},
+    "nuts": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "chain_method": "auto",
+             "target_accept_prob": 0.8, "max_tree_depth": 10, "dense_mass": False,
+             "thinning": 1, "init_strategy": init_to_median, "progress": True, "plate": None,
+             "weights": None, "map_options": None, "on_failure": "warn"},
+}
+
+
+def _options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    unknown = sorted(set(options) - set(DEFAULTS[method]))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for method={method!r}; valid options: "
+                        f"{sorted(DEFAULTS[method])}.")
+    opts = {**DEFAULTS[method], **options}
+    for name in ("num_steps", "num_samples", "num_warmup", "num_chains", "window", "patience",
+                 "num_particles", "thinning"):
+        if name in opts and (not isinstance(opts[name], int | np.integer) or opts[name] < 1):
+            raise ValueError(f"`{name}` must be a positive int; got {opts[name]!r}.")
+    if opts.get("batch_size") is not None and (
+            not isinstance(opts["batch_size"], int | np.integer) or opts["batch_size"] < 1):
+        raise ValueError(f"`batch_size` must be a positive int or None; got "
+                         f"{opts['batch_size']!r}.")
+    if "optimizer" in opts and isinstance(opts["optimizer"], str) and \
+            opts["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be an optax GradientTransformation or one of "
+                         f"{sorted(OPTIMIZERS)}; got {opts['optimizer']!r}.")
+    if "guide" in opts and isinstance(opts["guide"], str) and opts["guide"] not in GUIDES:
+        raise ValueError(f"`guide` must be a callable model -> guide or one of "
+                         f"{sorted(GUIDES)}; got {opts['guide']!r}.")
+    if opts["on_failure"] not in ("raise", "warn"):
+        raise ValueError(f"`on_failure` must be 'raise' or 'warn'; got {opts['on_failure']!r}.")
+    if opts.get("val_split") is not None and not 0 < opts["val_split"] < 1:
+        raise ValueError(f"`val_split` must be in (0, 1); got {opts['val_split']!r}.")
+    if opts.get("learning_rate") is not None and not opts.get("learning_rate", 1) > 0:
+        raise ValueError(f"`learning_rate` must be > 0; got {opts['learning_rate']!r}.")
+    return opts
+
+
+def _plate_size(structure: Any, plate: str | None, need: str) -> int:
+    if plate is None:
+        raise ValueError(f"`plate` is required with `{need}` (the ctx.plate whose members "
+                         "are weighted/held out).")
+    if plate not in structure.plates:
+        raise ValueError(f"`plate` {plate!r} is not a plate of the model; its plates are "
+                         f"{sorted(structure.plates)}.")
+    return structure.plates[plate]
+
+
+def _check_weights(w: Any, size: int, name: str, batched: bool = False) -> jax.Array:
+    w = jnp.asarray(w, dtype=jnp.result_type(float))
+    want = (w.shape[0], size) if batched and w.ndim == 2 else (size,)
+    if w.shape != want:
+        raise ValueError(f"`{name}` must have shape {want} (one weight per plate member); got "
+                         f"{w.shape}.")
+    wn = np.asarray(w)
+    if not (np.all(np.isfinite(wn)) and np.all(wn >= 0)):
+        raise ValueError(f"`{name}` must be finite and non-negative.")
+    return w
+
+
+def _spec(method: str, opts: dict[str, Any]) -> OptSpec:
+    loop = LoopOptions(int(opts["num_steps"]), float(opts["tol"]), int(opts["window"]),
+                       int(opts["patience"]), bool(opts["progress"]))
+    return OptSpec(method, opts["optimizer"], float(opts["learning_rate"]), loop, opts["plate"],
+                   None if opts["batch_size"] is None else int(opts["batch_size"]),
+                   opts["init_strategy"], opts.get("guide"), int(opts.get("num_particles", 1)),
+                   int(opts.get("num_samples", 1)), opts["clip_norm"])
+
+
+def _describe(opts: dict[str, Any]) -> dict[str, Any]:
+    """Options as plain, picklable values (for Fit.options and save)."""
+    out = {}
+    for k, v in opts.items():
+        if v is None or isinstance(v, bool | int | float | str):
+            out[k] = v
+        elif isinstance(v, np.ndarray | jax.Array):
+            out[k] = f"array{tuple(v.shape)}"
+        else:
+            out[k] = repr(v)
+    return out
+
+
+def _status_message(code: int, info: dict[str, Any], method: str) -> str:
+    msg = STATUS.get(int(code), f"status {int(code)}")
+    if int(code) == NONFINITE:
+        hist = np.asarray(info["loss_history"])
+        finite = np.flatnonzero(np.isfinite(hist))
+        last = f"; last finite loss {hist[finite[-1]]:.6g} at step {finite[-1]}" if len(
+            finite) else "; the initial loss was already non-finite (check priors/inits)"
+        msg += last
+    if method == "laplace" and "hessian_ok" in info and not bool(info["hessian_ok"]):
+        msg = "Laplace failed: the Hessian at the mode is not positive definite " \
+              "(the mode may be a saddle or the posterior improper)"
+    return msg
+
+
+def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, ANN202
+    if not callable(model):
+        raise TypeError(f"`model` must be a callable NumPyro model; got {type(model).__name__}.")
+    opts = _options(method, options)
+    key = normalize_key(key)
+    args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
+    structure = model_structure(model, args, kwargs)
+    return opts, key, args, kwargs, structure
+
+
+def _val_weights(opts, structure, key):  # noqa: ANN001, ANN202
+    """Train/validation member weights from ``weights``, ``val_split`` or ``val_weights``."""
+    weights, val = opts["weights"], opts.get("val_weights")
+    need = "weights" if weights is not None else ("val_split" if opts.get("val_split")
+                                                   else "val_weights")
+    if weights is None and val is None and not opts.get("val_split"):
+        return None, None
+    size = _plate_size(structure, opts["plate"], need)
+    w = _check_weights(weights, size, "weights") if weights is not None else None
+    if opts.get("val_split"):
+        n_val = max(1, int(round(opts["val_split"] * size)))
+        perm = jax.random.permutation(jax.random.fold_in(key, 11), size)
+        val = jnp.zeros(size).at[perm[:n_val]].set(1.0)
+    if val is not None:
+        val = _check_weights(val, size, "val_weights")
+        w = (jnp.ones(size) if w is None else w) * (1.0 - (val > 0))
+    return w, val
+
+
+def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
+        model_kwargs: dict[str, Any] | None = None, **options: Any) -> Fit:
+    r"""Fit a NumPyro model (with or without ctxppl primitives) by MAP, Laplace, SVI or NUTS.
+
+    * ``"map"``: maximise :math:`\log p(\mathrm{data}, z)` over every ``param`` and latent
+      site (in unconstrained space, no Jacobian), the whole optax loop inside one ``jit``
+      (``while_loop`` over windows of ``lax.scan``), stopping at ``num_steps``, at relative
+      change ``tol`` of the windowed mean loss, or early on a validation split.
+    * ``"laplace"``: MAP in unconstrained space, then a Gaussian with the Hessian of
+      :math:`-\log p` as precision over the latent sites; ``num_samples`` draws.
+    * ``"svi"``: numpyro SVI with an autoguide (``guide="normal"|"mvn"|"lowrank"|"diagonal"|
+      "laplace"|"delta"`` or a callable ``model -> guide``); minibatches through plate
+      subsampling (``batch_size`` with ``plate``, or ``subsample_size`` in the model).
+    * ``"nuts"``: numpyro NUTS over the latent sites, ``num_chains`` chains (vectorized on
+      one device). ``param`` sites (point-estimated encoders) are first fitted by MAP and
+      held there (empirical Bayes); give the encoder a ``prior`` to sample it too.
+
+    Args:
+        model: A NumPyro model function.
+        *args: Positional arguments of the model (arrays are traced, not baked in).
+        method: ``"map"``, ``"laplace"``, ``"svi"`` or ``"nuts"``.
+        key: ``jax.random.key`` or int seed (required).
+        model_kwargs: Keyword arguments of the model.
+        **options: Method options; see ``ctx.infer.DEFAULTS[method]``. Common ones:
+            ``num_steps``, ``learning_rate``, ``optimizer``, ``tol``, ``batch_size`` +
+            ``plate``, ``weights`` + ``plate`` (per-member weights), ``val_split`` +
+            ``plate`` (early stopping), ``progress``, ``on_failure`` (``"raise"``/``"warn"``).
+
+    Returns:
+        A :class:`Fit`.
+
+    Raises:
+        FitError: if the loss becomes NaN/inf (MAP/SVI/Laplace, with ``on_failure="raise"``).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
+        >>> def model(C, X, Y=None):
+        ...     enc = ctx.encoder("enc", ctx.nn.Linear(C.shape[-1], X.shape[-1]))
+        ...     with ctx.plate("n", C.shape[0], context=C):
+        ...         w = ctx.contextual("w", enc)
+        ...         numpyro.sample("y", dist.Normal(jnp.sum(X * w, -1), 0.1), obs=Y)
+        >>> C = jax.random.normal(jax.random.key(1), (200, 1))
+        >>> X = jax.random.normal(jax.random.key(2), (200, 2))
+        >>> Y = jnp.sum(X * jnp.hstack([C, -C]), -1)
+        >>> fit = ctx.fit(model, C, X, Y, key=0, progress=False)
+        >>> fit.predict(jnp.array([[1.0]]), jnp.ones((1, 2)))["w"].round(1)
+        Array([[ 1., -1.]], dtype=float32)
+    """
+    t0 = time.perf_counter()
+    opts, key, args, kwargs, structure = _prepare(model, args, model_kwargs, method, key,
+                                                  options)
+    param_names = tuple(n for n, s in structure.sites.items() if s.type == "param")
+    if method == "nuts":
+        return _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0)
+    weights, val = _val_weights(opts, structure, key)
+    spec = _spec(method, opts)
+    with progress_bar(spec.loop.num_steps, f"ctxppl {method}", opts["progress"]) as token:
+        out = run_opt(model, spec, key, args, kwargs, weights, val, jnp.asarray(token))
+    out = jax.device_get(out)
+    info = out["info"]
+    code = int(info["status"])
+    ok = code != NONFINITE and bool(info.get("hessian_ok", True))
+    diagnostics = {"loss_history": info["loss_history"], "num_steps": int(info["num_steps"]),
+                   "val_history": info["val_history"], "status": code, "converged": ok,
+                   "message": _status_message(code, info, method),
+                   "seconds": time.perf_counter() - t0}
+    if not ok:
+        text = f"ctx.fit(method={method!r}) failed: {diagnostics['message']}."
+        if opts["on_failure"] == "raise":
+            raise FitError(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
+    samples = out["samples"]
+    if samples is not None:
+        samples = {k: v[None] for k, v in samples.items()}  # (chain=1, draws, ...)
+    return Fit(model=model, args=args, kwargs=kwargs, method=method, params=out["values"],
+               samples=samples, diagnostics=diagnostics, options=_describe(opts), key=key,
+               param_names=param_names, guide_params=out["guide_params"])
+
+
+def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # noqa: ANN001, ANN202
+    k_map, k_mcmc = jax.random.split(key)
+    fixed: dict[str, Any] = {}
+    m = model
+    if opts["weights"] is not None:
+        from ctxppl._handlers import weight
+
+        size = _plate_size(structure, opts["plate"], "weights")
+        m = weight(model, plate=opts["plate"], weights=_check_weights(opts["weights"], size,
+                                                                       "weights"))
+    map_fit = None
+    if param_names:
+        map_opts = {"progress": opts["progress"], **(opts["map_options"] or {})}
+        if opts["weights"] is not None:
+            map_opts.update(weights=opts["weights"], plate=opts["plate"])
+        map_fit = fit(model, *args, method="map", key=k_map, model_kwargs=kwargs, **map_opts)
+        fixed = {k: map_fit.params[k] for k in param_names}
+    samples, diag = run_nuts(m, k_mcmc, args, kwargs, opts, fixed)
+    samples = jax.device_get(samples)
+    params = {**fixed, **{k: np.mean(np.asarray(v), axis=(0, 1)) for k, v in samples.items()}}
+    r_hat = [v for v in diag["r_hat"].values() if np.isfinite(v)]
+    problems = []
+    if diag["divergences"]:
+        problems.append(f"{diag['divergences']} divergent transition(s)")
+    if r_hat and max(r_hat) > 1.05:
+        problems.append(f"max r_hat {max(r_hat):.3f} > 1.05")
+    nonfinite = [k for k, v in samples.items() if not np.all(np.isfinite(np.asarray(v)))]
+    if nonfinite:
+        problems.append(f"non-finite draws at {nonfinite}")
+    diagnostics = {**diag, "converged": not problems,
+                   "message": "; ".join(problems) if problems else "ok",
+                   "seconds": time.perf_counter() - t0,
+                   "map_diagnostics": None if map_fit is None else map_fit.diagnostics}
+    if problems:
+        text = f"ctx.fit(method='nuts'): {diagnostics['message']}."
+        if opts["on_failure"] == "raise" or nonfinite:
+            raise FitError(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+    return Fit(model=model, args=args, kwargs=kwargs, method="nuts", params=params,
+               samples=samples, diagnostics=diagnostics, options=_describe(opts), key=key,
+               param_names=param_names)
+
+
+def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
+             num_fits: int | None = None, weights: Any = None, indices: Any = None,
+             bootstrap: bool = False, plate: str | None = None,
+             model_kwargs: dict[str, Any] | None = None, **options: Any) -> Fit:
+    r"""``B`` independent fits of one model in one jit-compiled, vmapped call.
+
+    Each fit gets its own key (different initialisation and minibatches) and, optionally,
+    its own member weights on ``plate``: bootstrap resamples (``bootstrap=True``), folds or
+    resamples given as index arrays (``indices``, shape ``(B, m)``: member ``j`` gets
+    weight = number of times it appears), or weights directly (``weights``, ``(B, size)``).
+    Weights keep array shapes fixed, which is what lets one compiled program run all fits.
+
+    Args:
+        model: A NumPyro model function.
+        *args: Model arguments (shared by all fits).
+        method: ``"map"``, ``"laplace"`` or ``"svi"``.
+        key: PRNG key or int seed.
+        num_fits: ``B`` (required for seeds-only or ``bootstrap=True``).
+        weights: ``(B, size)`` non-negative member weights.
+        indices: ``(B, m)`` integer member indices (folds, resamples).
+        bootstrap: Draw ``num_fits`` multinomial bootstrap resamples of the members.
+        plate: The ``ctx.plate`` that weights refer to.
+        model_kwargs: Model keyword arguments.
+        **options: As for :func:`fit`.
+
+    Returns:
+        A batched :class:`Fit` (``batch_shape == (B,)``); ``fit[i]`` is the i-th fit.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
+        >>> def model(y=None):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with ctx.plate("n", 4):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = jnp.array([0.0, 1.0, 2.0, 3.0])
+        >>> folds = jnp.array([[0, 1], [2, 3]])
+        >>> many = ctx.fit_many(model, y, key=0, indices=folds, plate="n", progress=False)
+        >>> many.params["mu"].round(2)
+        Array([0.5 , 2.49], dtype=float32)
+    """
+    t0 = time.perf_counter()
+    if method == "nuts":
+        raise ValueError("`method='nuts'` is not supported by fit_many (NUTS runs its own "
+                         "vectorized chains); use ctx.fit per resample, or 'map'/'laplace'/"
+                         "'svi'.")
+    for name in ("weights", "val_weights"):
+        if name in options:
+            raise TypeError(f"pass per-fit `{name}` to fit_many as a (B, size) array via "
+                            "`weights=`; `val_weights` is not supported by fit_many.")
+    opts, key, args, kwargs, structure = _prepare(model, args, model_kwargs, method, key,
+                                                  options)
+    given = sum(x is not None for x in (weights, indices)) + bool(bootstrap)
+    if given > 1:
+        raise ValueError("give at most one of `weights`, `indices`, `bootstrap=True`.")
+    W = None
+    if given:
+        size = _plate_size(structure, plate, "weights" if weights is not None else
+                           "indices" if indices is not None else "bootstrap")
+        if weights is not None:
+            W = _check_weights(weights, size, "weights", batched=True)
+            if W.ndim != 2:
+                raise ValueError(f"`weights` must have shape (B, {size}); got {W.shape}.")
+        elif indices is not None:
+            idx = np.asarray(indices)
+            if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"`indices` must be a (B, m) integer array; got shape "
+                                 f"{idx.shape}, dtype {idx.dtype}.")
+            if idx.size and (idx.min() < 0 or idx.max() >= size):
+                raise ValueError(f"`indices` must lie in [0, {size}) (plate {plate!r}); got "
+                                 f"range [{idx.min()}, {idx.max()}].")
+            W = jnp.asarray(np.stack([np.bincount(r, minlength=size) for r in idx]),
+                            dtype=jnp.result_type(float))
+        else:
+            if num_fits is None:
+                raise ValueError("`num_fits` is required with bootstrap=True.")
+            kb = jax.random.fold_in(key, 17)
+            draws = jax.random.randint(kb, (num_fits, size), 0, size)
+            W = jax.vmap(lambda r: jnp.bincount(r, length=size))(draws).astype(
+                jnp.result_type(float))
+    B = W.shape[0] if W is not None else num_fits
+    if B is None or B < 1:
+        raise ValueError(f"`num_fits` must be a positive int (or give weights/indices); got "
+                         f"{num_fits!r}.")
+    if num_fits is not None and W is not None and num_fits != W.shape[0]:
+        raise ValueError(f"`num_fits`={num_fits} disagrees with {W.shape[0]} weight rows.")
+    opts["plate"] = plate
+    spec = _spec(method, opts)
+    keys = jax.random.split(key, B)
+    with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", opts["progress"]) as token:
+        out = run_opt_many(model, spec, keys, args, kwargs, W, None, jnp.asarray(token))
+    out = jax.device_get(out)
+    info = out["info"]
+    codes = np.asarray(info["status"])
+    hess = np.asarray(info.get("hessian_ok", np.ones(B, bool)))
+    ok = (codes != NONFINITE) & hess
+    messages = [_status_message(c, {k: (v[i] if k != "status" else v[i])
+                                    for k, v in info.items()}, method)
+                for i, c in enumerate(codes)]
+    if not ok.all():
+        warnings.warn(f"ctx.fit_many: {int((~ok).sum())} of {B} fits failed: "
+                      f"{sorted(set(m for m, o in zip(messages, ok, strict=True) if not o))}",
+                      RuntimeWarning, stacklevel=2)
+    diagnostics = {"loss_history": info["loss_history"], "num_steps": info["num_steps"],
+                   "status": codes, "converged": ok, "message": messages,
+                   "weights": None if W is None else np.asarray(W),
+                   "seconds": time.perf_counter() - t0}
+    samples = out["samples"]
+    if samples is not None:
+        samples = {k: v[:, None] for k, v in samples.items()}  # (B, chain=1, draws, ...)
+    param_names = tuple(n for n, s in structure.sites.items() if s.type == "param")
+    return Fit(model=model, args=args, kwargs=kwargs, method=method, params=out["values"],
+               samples=samples, diagnostics=diagnostics, options=_describe(opts), key=key,
+               param_names=param_names, guide_params=out["guide_params"], batch_shape=(B,))

@@ -1,0 +1,251 @@
+"""The one result object of every ctxppl fit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
+
+from ctxppl.infer._arviz import make_arviz
+from ctxppl.infer._sites import model_structure, wrap_model
+from ctxppl.infer._validate import normalize_inputs, normalize_key
+
+__all__ = ["Fit", "FitError"]
+
+
+class FitError(RuntimeError):
+    """A fit broke down (NaN/inf loss, indefinite Hessian, ...). The message says where."""
+
+
+def _predict_impl(model, key, posterior, params, args, kwargs, sites, batch_ndims):  # noqa: ANN001, ANN202
+    pred = Predictive(wrap_model(model, full=True), posterior, params=params,
+                      return_sites=list(sites), batch_ndims=batch_ndims)
+    return pred(key, *args, **kwargs)
+
+
+_predict = eqx.filter_jit(_predict_impl)
+
+
+class Fit:
+    r"""Result of :func:`ctxppl.fit` / :func:`ctxppl.fit_many`.
+
+    Attributes:
+        method: ``"map"``, ``"laplace"``, ``"svi"`` or ``"nuts"``.
+        params: Point estimates: every NumPyro ``param`` site (e.g. encoder weights) and every
+            latent site (MAP value, or posterior mean for SVI/Laplace/NUTS).
+        samples: Posterior draws of latent sites, shape ``(chains, draws, ...)``, or ``None``.
+        diagnostics: ``loss_history``, ``num_steps``, ``converged``, ``message``, and for NUTS
+            ``divergences``, ``r_hat``, ``ess``; ``seconds`` of wall time.
+        batch_shape: ``()`` for one fit, ``(B,)`` for ``fit_many`` (every array gets a leading
+            ``B`` axis; index with ``fit[i]``).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
+        >>> def model(y=None):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with ctx.plate("n", 3):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> fit = ctx.fit(model, jnp.array([1.0, 2.0, 3.0]), key=0, progress=False)
+        >>> round(float(fit.params["mu"]), 2)
+        2.0
+    """
+
+    def __init__(self, *, model: Callable, args: tuple, kwargs: dict, method: str,
+                 params: dict[str, Any], samples: dict[str, Any] | None,
+                 diagnostics: dict[str, Any], options: dict[str, Any], key: jax.Array,
+                 param_names: Sequence[str], guide_params: dict[str, Any] | None = None,
+                 batch_shape: tuple[int, ...] = ()):
+        self.model = model
+        self.args = args
+        self.kwargs = kwargs
+        self.method = method
+        self.params = params
+        self.samples = samples
+        self.diagnostics = diagnostics
+        self.options = options
+        self.key = key
+        self.param_names = tuple(param_names)
+        self.guide_params = guide_params
+        self.batch_shape = tuple(batch_shape)
+
+    # ------------------------------------------------------------------ status
+    @property
+    def converged(self) -> Any:
+        """``True`` when the fit finished cleanly (array of bools for ``fit_many``)."""
+        return self.diagnostics["converged"]
+
+    @property
+    def message(self) -> Any:
+        """Why the fit stopped (one string, or a list for ``fit_many``)."""
+        return self.diagnostics["message"]
+
+    def __repr__(self) -> str:
+        batch = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
+        sites = ", ".join(sorted(self.params))
+        return f"Fit(method={self.method!r}{batch}, sites=[{sites}])"
+
+    def __len__(self) -> int:
+        if not self.batch_shape:
+            raise TypeError("len() of a single Fit; only fit_many results are batched.")
+        return self.batch_shape[0]
+
+    def __getitem__(self, i: int) -> Fit:
+        """The ``i``-th fit of a ``fit_many`` result."""
+        if not self.batch_shape:
+            raise TypeError("indexing a single Fit; only fit_many results are batched.")
+        n = self.batch_shape[0]
+        if not -n <= i < n:
+            raise IndexError(f"fit index {i} out of range for {n} fits.")
+
+        def take(tree):  # noqa: ANN001, ANN202
+            return None if tree is None else jax.tree_util.tree_map(lambda a: a[i], tree)
+
+        diag = {k: (v[i] if isinstance(v, list | np.ndarray | jax.Array) and len(v) == n else v)
+                for k, v in self.diagnostics.items()}
+        return Fit(model=self.model, args=self.args, kwargs=self.kwargs, method=self.method,
+                   params=take(self.params), samples=take(self.samples), diagnostics=diag,
+                   options=self.options, key=jax.random.split(self.key, n)[i],
+                   param_names=self.param_names, guide_params=take(self.guide_params))
+
+    # ------------------------------------------------------------------ posterior
+    def posterior(self) -> dict[str, Any]:
+        """Draws of every latent site flattened to ``(num_draws, ...)`` (chains merged).
+
+        For point fits (MAP) this is the point estimate with one draw.
+        """
+        nb = len(self.batch_shape)
+        if self.samples is None:
+            lat = {k: v for k, v in self.params.items() if k not in self.param_names}
+            return jax.tree_util.tree_map(lambda a: jnp.expand_dims(a, nb), lat)
+        return jax.tree_util.tree_map(
+            lambda a: jnp.reshape(a, a.shape[:nb] + (-1,) + a.shape[nb + 2:]), self.samples)
+
+    def _site_names(self, args: tuple, kwargs: dict) -> tuple[str, ...]:
+        structure = model_structure(wrap_model(self.model, full=True), args, kwargs)
+        return tuple(n for n, s in structure.sites.items()
+                     if s.type in ("sample", "deterministic") and not n.startswith("_"))
+
+    def predict(self, *args: Any, key: Any = None, return_sites: Sequence[str] | None = None,
+                **kwargs: Any) -> dict[str, jax.Array]:
+        r"""Run the model at new (or the training) arguments with the fitted parameters.
+
+        Returns every sample and deterministic site -- per-member parameters from
+        ``ctx.contextual`` included -- with all plates at full size (no subsampling). Point
+        fits return one value per site; posterior fits stack draws on a leading axis
+        (``(draws, ...)``); ``fit_many`` results add a leading ``B`` axis.
+
+        Args:
+            *args: Model arguments (default: the training arguments).
+            key: PRNG key for sampled sites (default: derived from the fit's key).
+            return_sites: Site names to return (default: all sample/deterministic sites).
+            **kwargs: Model keyword arguments.
+
+        Examples:
+            >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
+            >>> def model(x, y=None):
+            ...     b = numpyro.sample("b", dist.Normal(0.0, 10.0))
+            ...     with ctx.plate("n", x.shape[0]):
+            ...         numpyro.deterministic("mean", b * x)
+            ...         numpyro.sample("y", dist.Normal(b * x, 0.1), obs=y)
+            >>> fit = ctx.fit(model, jnp.arange(3.0), 2 * jnp.arange(3.0), key=0, progress=False)
+            >>> fit.predict(jnp.array([10.0]))["mean"].round(1)
+            Array([20.], dtype=float32)
+        """
+        if self.model is None:
+            raise ValueError("this Fit has no model (it was loaded without one); pass "
+                             "`model=` to ctx.load.")
+        if not args and not kwargs:
+            args, kwargs = self.args, self.kwargs
+        args, kwargs = normalize_inputs(self.model, args, kwargs)
+        key = jax.random.fold_in(self.key, 7) if key is None else normalize_key(key)
+        sites = tuple(return_sites) if return_sites is not None else self._site_names(args,
+                                                                                      kwargs)
+        nb = len(self.batch_shape)
+        posterior = self.posterior()
+        params = {k: self.params[k] for k in self.param_names}
+        if nb:  # batched params ride along the batch axis of posterior samples
+            posterior = {**posterior, **jax.tree_util.tree_map(
+                lambda a: jnp.expand_dims(a, nb), params)}
+            params = None
+        out = _predict(self.model, key, posterior, params, args, kwargs, sites, nb + 1)
+        if self.samples is None:
+            out = {k: jnp.squeeze(v, axis=nb) for k, v in out.items()}
+        return out
+
+    # ------------------------------------------------------------------ export
+    def to_arviz(self) -> Any:
+        r"""ArviZ ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz 1.x).
+
+        Groups: ``posterior`` (latent and deterministic sites, ``(chain, draw, ...)``; point
+        fits have one chain and one draw), ``observed_data`` and, for posterior fits,
+        ``log_likelihood``. Dims are named after plates; coordinates are member indices.
+
+        Examples:
+            >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
+            >>> def model(y=None):
+            ...     with ctx.plate("groups", 2):
+            ...         m = numpyro.sample("m", dist.Normal(0.0, 1.0))
+            ...         numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
+            >>> fit = ctx.fit(model, jnp.zeros(2), key=0, progress=False)
+            >>> idata = fit.to_arviz()
+            >>> tuple(idata["posterior"]["m"].dims)
+            ('chain', 'draw', 'groups')
+        """
+        if self.batch_shape:
+            raise ValueError("to_arviz() needs a single fit; use fit[i].to_arviz() on a "
+                             "fit_many result.")
+        full = wrap_model(self.model, full=True)
+        structure = model_structure(full, self.args, self.kwargs)
+        samples = self.samples
+        if samples is None:
+            lat = {k: v for k, v in self.params.items() if k not in self.param_names}
+            samples = jax.tree_util.tree_map(lambda a: a[None, None], lat)
+        chains, draws = next(iter(jax.tree_util.tree_leaves(samples) or [np.zeros((1, 1))])
+                             ).shape[:2]
+        det_names = tuple(n for n, s in structure.sites.items() if s.type == "deterministic")
+        posterior = {k: np.asarray(v) for k, v in samples.items()}
+        if det_names:
+            pred = self.predict(return_sites=det_names)
+            for n in det_names:
+                v = np.asarray(pred[n])
+                if self.samples is None:
+                    v = v[None]
+                posterior[n] = v.reshape((chains, draws) + v.shape[1:])
+        tr = handlers.trace(handlers.seed(handlers.substitute(
+            full, data={**self.params}), self.key)).get_trace(*self.args, **self.kwargs)
+        observed = {n: np.asarray(s["value"]) for n, s in tr.items()
+                    if s["type"] == "sample" and s["is_observed"] and not n.startswith("_")}
+        groups = {"posterior": posterior, "observed_data": observed}
+        if self.samples is not None and observed:
+            from numpyro.infer import log_likelihood
+
+            flat = self.posterior()
+            params = {k: self.params[k] for k in self.param_names}
+            ll = log_likelihood(handlers.substitute(full, data=params), flat, *self.args,
+                                **self.kwargs)
+            groups["log_likelihood"] = {
+                k: np.asarray(v).reshape((chains, draws) + v.shape[1:]) for k, v in ll.items()}
+        return make_arviz(groups, structure)
+
+    def save(self, path: str) -> None:
+        """Save to ``path`` (a ``.npz`` file); :func:`ctxppl.load` restores it exactly.
+
+        Examples:
+            >>> import os, tempfile, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+            >>> import ctxppl as ctx
+            >>> def model(y=None):
+            ...     numpyro.sample("y", dist.Normal(numpyro.sample("m", dist.Normal()), 1), obs=y)
+            >>> fit = ctx.fit(model, jnp.array(1.0), key=0, progress=False)
+            >>> p = os.path.join(tempfile.mkdtemp(), "fit.npz"); fit.save(p)
+            >>> float(ctx.load(p, model=model).params["m"]) == float(fit.params["m"])
+            True
+        """
+        from ctxppl.infer._io import save_fit
+
+        save_fit(self, path)

@@ -1,0 +1,288 @@
+r"""Context encoders: Equinox modules mapping one member's context to its parameters.
+
+Every encoder acts on a single context vector ``c`` of shape ``(in_size,)`` and returns an
+array of shape ``out_shape`` (``ctx.contextual`` vmaps it over members). Each stores its
+constructor arguments as static fields, so :meth:`Encoder.reinit` can draw fresh initial
+values from a key -- ``ctx.encoder`` uses that to start every seed somewhere else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = ["Encoder", "Constant", "Linear", "MLP", "NGAM", "Archetype", "get_link"]
+
+def _identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+_LINKS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "identity": _identity,
+    "exp": jnp.exp,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softmax": jax.nn.softmax,
+}
+
+
+def get_link(link: str | Callable[[jax.Array], jax.Array] | None) -> Callable:
+    """Resolve a link function given by name (``identity``, ``exp``, ``softplus``,
+    ``sigmoid``, ``tanh``, ``softmax``) or as a callable.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from ctxppl.nn import get_link
+        >>> float(get_link("exp")(jnp.array(0.0)))
+        1.0
+    """
+    if link is None or link == "identity":
+        return _identity
+    if callable(link):
+        return link
+    if isinstance(link, str) and link in _LINKS:
+        return _LINKS[link]
+    raise ValueError(f"`link` must be a callable or one of {sorted(_LINKS)}; got {link!r}.")
+
+
+_ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu,
+                "swish": jax.nn.swish, "softplus": jax.nn.softplus, "elu": jax.nn.elu}
+
+
+def _activation(act: str | Callable) -> Callable:
+    if callable(act):
+        return act
+    if act in _ACTIVATIONS:
+        return _ACTIVATIONS[act]
+    raise ValueError(f"`activation` must be a callable or one of {sorted(_ACTIVATIONS)}; "
+                     f"got {act!r}.")
+
+
+def _shape(out_shape: int | tuple[int, ...]) -> tuple[int, ...]:
+    shape = (out_shape,) if isinstance(out_shape, int) else tuple(int(s) for s in out_shape)
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"`out_shape` must hold positive sizes; got {out_shape!r}.")
+    return shape
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _key(key: PRNGKeyArray | None) -> PRNGKeyArray:
+    # A template key: ctx.encoder re-initialises from the model's PRNG stream when seeded.
+    return jax.random.key(0) if key is None else key
+
+
+class Encoder(eqx.Module):
+    """Base class of ctxppl encoders: ``__call__(c) -> params`` on one context vector."""
+
+    def reinit(self, key: PRNGKeyArray) -> Encoder:
+        """The same architecture with fresh initial values drawn from ``key``."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters
+                 if p not in ("self", "key")]
+        return type(self)(**{n: getattr(self, n) for n in names}, key=key)
+
+
+class Constant(Encoder):
+    r"""Ignores the context: one shared parameter vector (population / fixed effect).
+
+    Examples:
+        >>> import jax.numpy as jnp, ctxppl as ctx
+        >>> ctx.nn.Constant(3, 2)(jnp.ones(3)).shape
+        (2,)
+    """
+
+    value: Float[Array, ...]
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_shape: int | tuple[int, ...], link=None, *,
+                 key: PRNGKeyArray | None = None):
+        del key
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.link = link
+        get_link(link)
+        self.value = jnp.zeros(self.out_shape)
+
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+        del c
+        return get_link(self.link)(self.value)
+
+
+class Linear(Encoder):
+    r"""Affine map of the context, :math:`\theta = g(A c + b)`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, ctxppl as ctx
+        >>> ctx.nn.Linear(3, (2, 2), key=jax.random.key(1))(jnp.ones(3)).shape
+        (2, 2)
+    """
+
+    weight: Float[Array, "out in_size"]
+    bias: Float[Array, " out"]
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_shape: int | tuple[int, ...], link=None, *,
+                 key: PRNGKeyArray | None = None):
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.link = link
+        get_link(link)
+        lin = eqx.nn.Linear(self.in_size, _size(self.out_shape), key=_key(key))
+        self.weight, self.bias = lin.weight, lin.bias
+
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+        return get_link(self.link)(jnp.reshape(self.weight @ c + self.bias, self.out_shape))
+
+
+class MLP(Encoder):
+    r"""Multi-layer perceptron of the context: ``depth`` hidden layers of ``width`` units.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, ctxppl as ctx
+        >>> ctx.nn.MLP(2, 2, width=25, depth=2)(jnp.ones(2)).shape
+        (2,)
+    """
+
+    mlp: eqx.nn.MLP
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    activation: str | Callable = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_shape: int | tuple[int, ...], width: int = 25,
+                 depth: int = 2, activation: str | Callable = "relu", link=None, *,
+                 key: PRNGKeyArray | None = None):
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.width, self.depth = int(width), int(depth)
+        if self.width < 1 or self.depth < 0:
+            raise ValueError(f"`width` must be >= 1 and `depth` >= 0; got width={width}, "
+                             f"depth={depth}.")
+        self.activation, self.link = activation, link
+        get_link(link)
+        self.mlp = eqx.nn.MLP(self.in_size, _size(self.out_shape), self.width, self.depth,
+                              activation=_activation(self.activation), key=_key(key))
+
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+        return get_link(self.link)(jnp.reshape(self.mlp(c), self.out_shape))
+
+
+class NGAM(Encoder):
+    r"""Neural additive model: :math:`\theta = g(\sum_j f_j(c_j))`, one small MLP per feature.
+
+    :meth:`feature_effects` returns each feature's additive contribution, for plotting.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, ctxppl as ctx
+        >>> enc = ctx.nn.NGAM(3, 2, width=8, depth=1)
+        >>> enc(jnp.ones(3)).shape, enc.feature_effects(jnp.ones(3)).shape
+        ((2,), (3, 2))
+    """
+
+    mlps: eqx.nn.MLP  # stacked: every array has a leading axis of length in_size
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    activation: str | Callable = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_shape: int | tuple[int, ...], width: int = 25,
+                 depth: int = 2, activation: str | Callable = "relu", link=None, *,
+                 key: PRNGKeyArray | None = None):
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.width, self.depth = int(width), int(depth)
+        self.activation, self.link = activation, link
+        get_link(link)
+        keys = jax.random.split(_key(key), self.in_size)
+        act, out = _activation(self.activation), _size(self.out_shape)
+        w, d = self.width, self.depth
+        self.mlps = eqx.filter_vmap(
+            lambda k: eqx.nn.MLP(1, out, w, d, activation=act, key=k))(keys)
+
+    def feature_effects(self, c: Float[Array, " in_size"]) -> Float[Array, "in_size ..."]:
+        """Per-feature contributions ``f_j(c_j)``, shape ``(in_size, *out_shape)``."""
+        eff = eqx.filter_vmap(lambda m, x: m(x[None]))(self.mlps, c)
+        return jnp.reshape(eff, (self.in_size,) + self.out_shape)
+
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+        return get_link(self.link)(jnp.sum(self.feature_effects(c), axis=0))
+
+
+class Archetype(Encoder):
+    r"""Mixture of ``num_archetypes`` learned parameter vectors, weighted by an MLP of context.
+
+    .. math:: \theta = g\big(\textstyle\sum_k a_k(c)\, B_k\big),\qquad a(c) = h(\mathrm{MLP}(c))
+
+    ``weights="softmax"`` gives convex combinations (NOTMAD-style archetypes);
+    ``weights="identity"`` gives unconstrained weights, as in contextualized-ml's default
+    ``SubtypeMetamodel``. Archetypes start uniform in :math:`\pm` ``archetype_init``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, ctxppl as ctx
+        >>> ctx.nn.Archetype(2, 2, num_archetypes=10)(jnp.ones(2)).shape
+        (2,)
+    """
+
+    mlp: eqx.nn.MLP
+    archetypes: Float[Array, "num_archetypes out"]
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    num_archetypes: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    activation: Callable = eqx.field(static=True)
+    weights: str = eqx.field(static=True)
+    archetype_init: float = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def __init__(self, in_size: int, out_shape: int | tuple[int, ...], num_archetypes: int = 10,
+                 width: int = 25, depth: int = 2, activation: str | Callable = "relu",
+                 weights: str = "identity", archetype_init: float = 0.01, link=None, *,
+                 key: PRNGKeyArray | None = None):
+        if weights not in ("identity", "softmax"):
+            raise ValueError(f"`weights` must be 'identity' or 'softmax'; got {weights!r}.")
+        if num_archetypes < 1:
+            raise ValueError(f"`num_archetypes` must be >= 1; got {num_archetypes}.")
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.num_archetypes = int(num_archetypes)
+        self.width, self.depth = int(width), int(depth)
+        self.activation = activation
+        self.weights = weights
+        self.archetype_init = float(archetype_init)
+        self.link = link
+        get_link(link)
+        k1, k2 = jax.random.split(_key(key))
+        self.mlp = eqx.nn.MLP(self.in_size, self.num_archetypes, self.width, self.depth,
+                              activation=_activation(self.activation), key=k1)
+        self.archetypes = jax.random.uniform(
+            k2, (self.num_archetypes, _size(self.out_shape)),
+            minval=-self.archetype_init, maxval=self.archetype_init)
+
+    def archetype_weights(self, c: Float[Array, " in_size"]) -> Float[Array, " num_archetypes"]:
+        """The weights :math:`a(c)` over archetypes."""
+        a = self.mlp(c)
+        return jax.nn.softmax(a) if self.weights == "softmax" else a
+
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+        theta = self.archetype_weights(c) @ self.archetypes
+        return get_link(self.link)(jnp.reshape(theta, self.out_shape))
