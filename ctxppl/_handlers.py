@@ -115,7 +115,8 @@ class weight(Messenger):
 
     def process_message(self, msg) -> None:  # noqa: ANN001
         if msg["type"] == "ctx_plate" and msg["plate"] == self.plate:
-            msg["weights"] = self.weights if msg["weights"] is None else msg["weights"] * self.weights
+            old = msg["weights"]
+            msg["weights"] = self.weights if old is None else old * self.weights
 
 
 class minibatch(Messenger):

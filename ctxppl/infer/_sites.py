@@ -92,7 +92,8 @@ def _constrain(u: dict, jacobian: bool, msg: dict) -> Any:
     y = t(x)
     if jacobian:
         log_det = t.log_abs_det_jacobian(x, y)
-        log_det = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(y) + len(msg["fn"].event_shape))
+        n_event = len(msg["fn"].event_shape)
+        log_det = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(y) + n_event)
         numpyro.factor(f"_{name}_log_det", log_det)
     return y
 

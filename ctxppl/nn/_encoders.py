@@ -102,7 +102,7 @@ class Constant(Encoder):
         (2,)
     """
 
-    value: Float[Array, ...]
+    value: Float[Array, "..."]
     in_size: int = eqx.field(static=True)
     out_shape: tuple[int, ...] = eqx.field(static=True)
     link: str | Callable | None = eqx.field(static=True)
@@ -116,7 +116,7 @@ class Constant(Encoder):
         get_link(link)
         self.value = jnp.zeros(self.out_shape)
 
-    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         del c
         return get_link(self.link)(self.value)
 
@@ -145,7 +145,7 @@ class Linear(Encoder):
         lin = eqx.nn.Linear(self.in_size, _size(self.out_shape), key=_key(key))
         self.weight, self.bias = lin.weight, lin.bias
 
-    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         return get_link(self.link)(jnp.reshape(self.weight @ c + self.bias, self.out_shape))
 
 
@@ -180,7 +180,7 @@ class MLP(Encoder):
         self.mlp = eqx.nn.MLP(self.in_size, _size(self.out_shape), self.width, self.depth,
                               activation=_activation(self.activation), key=_key(key))
 
-    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         return get_link(self.link)(jnp.reshape(self.mlp(c), self.out_shape))
 
 
@@ -223,7 +223,7 @@ class NGAM(Encoder):
         eff = eqx.filter_vmap(lambda m, x: m(x[None]))(self.mlps, c)
         return jnp.reshape(eff, (self.in_size,) + self.out_shape)
 
-    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         return get_link(self.link)(jnp.sum(self.feature_effects(c), axis=0))
 
 
@@ -283,6 +283,6 @@ class Archetype(Encoder):
         a = self.mlp(c)
         return jax.nn.softmax(a) if self.weights == "softmax" else a
 
-    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, ...]:
+    def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         theta = self.archetype_weights(c) @ self.archetypes
         return get_link(self.link)(jnp.reshape(theta, self.out_shape))
