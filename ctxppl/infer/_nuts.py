@@ -39,9 +39,13 @@ def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, An
     r_hat, ess = {}, {}
     for name, value in samples.items():
         v = np.asarray(value)
-        ess[name] = float(np.min(effective_sample_size(v))) if v.shape[1] > 1 else float("nan")
-        r_hat[name] = (float(np.max(split_gelman_rubin(v)))
-                       if v.shape[0] > 1 and v.shape[1] > 3 else float("nan"))
+        if v.size == 0:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: nan, reported
+            ess[name] = (float(np.min(effective_sample_size(v))) if v.shape[1] > 1
+                         else float("nan"))
+            r_hat[name] = (float(np.max(split_gelman_rubin(v)))
+                           if v.shape[0] > 1 and v.shape[1] > 3 else float("nan"))
     diagnostics = {"divergences": int(diverging.sum()),
                    "divergences_per_chain": diverging.sum(axis=1),
                    "r_hat": r_hat, "ess": ess}

@@ -117,7 +117,7 @@ def _laplace_draws(full, u, latents, key, args, kwargs, num_samples):  # noqa: A
     chol = jnp.linalg.cholesky(h)
     ok = jnp.all(jnp.isfinite(chol))
     eps = jax.random.normal(k_eps, (num_samples, z.shape[0]), z.dtype)
-    zs = z + jax.scipy.linalg.solve_triangular(chol.T, eps.T, lower=False).T
+    zs = z[None, :] + jax.scipy.linalg.solve_triangular(chol.T, eps.T, lower=False).T
     draws = jax.vmap(lambda zz: constrained_values(full, {**rest, **unravel(zz)}, k_h, args,
                                                    kwargs))(zs)
     return {n: draws[n] for n in latents}, ok, h

@@ -1,0 +1,41 @@
+# ctxppl: every target creates .venv when missing (newest tested Python >= 3.12, else 3.11;
+# override with PYTHON=/path/to/python) and installs the project into it.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench lint docs notebooks doctest clean venv
+
+$(PY):
+	$(shell .ci/find-python) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q -e ".[test,lint]"
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ctxppl demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+
+doctest: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules ctxppl -o addopts=""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ctxppl tests bench
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	bash bench/peers/setup_contextualized.sh
+	$(PY) bench/seed_demo.py
+	$(PY) bench/plate_overhead.py
+	$(PY) bench/scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo_out
