@@ -23,10 +23,16 @@ class FitError(RuntimeError):
     """A fit broke down (NaN/inf loss, indefinite Hessian, ...). The message says where."""
 
 
-def _predict_impl(model, key, posterior, params, args, kwargs, sites, batch_ndims):  # noqa: ANN001, ANN202
-    pred = Predictive(wrap_model(model, full=True), posterior, params=params,
-                      return_sites=list(sites), batch_ndims=batch_ndims)
-    return pred(key, *args, **kwargs)
+def _predict_impl(model, key, posterior, params, args, kwargs, sites, batched):  # noqa: ANN001, ANN202
+    def one(key, posterior, params):  # noqa: ANN001, ANN202
+        pred = Predictive(wrap_model(model, full=True), posterior, params=params,
+                          return_sites=list(sites), batch_ndims=1)
+        return pred(key, *args, **kwargs)
+
+    if not batched:
+        return one(key, posterior, params)
+    n = jax.tree_util.tree_leaves(posterior or params)[0].shape[0]
+    return jax.vmap(one)(jax.random.split(key, n), posterior, params)
 
 
 _predict = eqx.filter_jit(_predict_impl)
@@ -169,11 +175,7 @@ class Fit:
         nb = len(self.batch_shape)
         posterior = self.posterior()
         params = {k: self.params[k] for k in self.param_names}
-        if nb:  # batched params ride along the batch axis of posterior samples
-            posterior = {**posterior, **jax.tree_util.tree_map(
-                lambda a: jnp.expand_dims(a, nb), params)}
-            params = None
-        out = _predict(self.model, key, posterior, params, args, kwargs, sites, nb + 1)
+        out = _predict(self.model, key, posterior, params, args, kwargs, sites, bool(nb))
         if self.samples is None:
             out = {k: jnp.squeeze(v, axis=nb) for k, v in out.items()}
         return out
