@@ -135,6 +135,8 @@ def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, 
     key = normalize_key(key)
     args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
     structure = model_structure(model, args, kwargs)
+    if opts.get("plate") is not None:
+        _plate_size(structure, opts["plate"], "plate")
     return opts, key, args, kwargs, structure
 
 

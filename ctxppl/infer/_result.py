@@ -13,7 +13,7 @@ from numpyro import handlers
 from numpyro.infer import Predictive
 
 from ctxppl.infer._arviz import make_arviz
-from ctxppl.infer._sites import model_structure, wrap_model
+from ctxppl.infer._sites import model_structure, param_templates, wrap_model
 from ctxppl.infer._validate import normalize_inputs, normalize_key
 
 __all__ = ["Fit", "FitError"]
@@ -137,6 +137,25 @@ class Fit:
         return tuple(n for n, s in structure.sites.items()
                      if s.type in ("sample", "deterministic") and not n.startswith("_"))
 
+    def _check_param_structure(self, args: tuple, kwargs: dict) -> None:
+        """The fitted ``param`` values must fit the model at these arguments."""
+        nb = len(self.batch_shape)
+        now = param_templates(self.model, args, kwargs)
+        for name in self.param_names:
+            fitted = self.params.get(name)
+            ok = name in now
+            if ok:
+                a_leaves, a_def = jax.tree_util.tree_flatten(fitted)
+                b_leaves, b_def = jax.tree_util.tree_flatten(now[name])
+                ok = a_def == b_def and all(
+                    tuple(np.shape(a))[nb:] == tuple(b.shape)
+                    for a, b in zip(a_leaves, b_leaves, strict=True))
+            if not ok:
+                raise ValueError(
+                    f"param site `{name}` has a different structure at these arguments than at "
+                    "fit time -- e.g. a context or predictor array with another number of "
+                    "features than the training data. Pass arrays with the training widths.")
+
     def predict(self, *args: Any, key: Any = None, return_sites: Sequence[str] | None = None,
                 **kwargs: Any) -> dict[str, jax.Array]:
         r"""Run the model at new (or the training) arguments with the fitted parameters.
@@ -170,6 +189,7 @@ class Fit:
             args, kwargs = self.args, self.kwargs
         args, kwargs = normalize_inputs(self.model, args, kwargs)
         key = jax.random.fold_in(self.key, 7) if key is None else normalize_key(key)
+        self._check_param_structure(args, kwargs)
         sites = tuple(return_sites) if return_sites is not None else self._site_names(args,
                                                                                       kwargs)
         nb = len(self.batch_shape)

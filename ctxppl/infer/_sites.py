@@ -131,6 +131,23 @@ def obs_neg_log_lik(model, values, key, args, kwargs):  # noqa: ANN001, ANN201
     return -total
 
 
+def param_templates(model, args, kwargs):  # noqa: ANN001, ANN201
+    """Abstract values (pytrees of ShapeDtypeStruct) of every ``param`` site."""
+    out: dict[str, Any] = {}
+
+    def run(key, args, kwargs):  # noqa: ANN001, ANN202
+        tr = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+        for n, s in tr.items():
+            if s["type"] == "param":
+                out[n] = jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                    s["value"])
+        return 0
+
+    jax.eval_shape(run, jax.random.key(0), args, kwargs)
+    return out
+
+
 class SiteInfo(NamedTuple):
     type: str
     shape: tuple[int, ...]
@@ -158,7 +175,7 @@ def model_structure(model, args, kwargs, key=None):  # noqa: ANN001, ANN201
                 plates[n] = int(s["args"][0])
             elif s["type"] in ("sample", "deterministic", "param"):
                 leaves = jax.tree_util.tree_leaves(s["value"])
-                shape = tuple(leaves[0].shape) if len(leaves) == 1 else ()
+                shape = tuple(jnp.shape(leaves[0])) if len(leaves) == 1 else ()
                 frames = tuple((f.name, f.dim) for f in s["cond_indep_stack"])
                 if s["type"] == "sample":
                     event_ndim = len(s["fn"].event_shape)
