@@ -42,7 +42,7 @@ def test_reinit_same_architecture_new_values(make, getkey):
     a, b = eqx.filter(enc, eqx.is_inexact_array), eqx.filter(new, eqx.is_inexact_array)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     assert any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                                         jax.tree_util.tree_leaves(b)))
+                                                         jax.tree_util.tree_leaves(b), strict=True))
 
 
 @pytest.mark.parametrize("link, check", [
