@@ -1,0 +1,126 @@
+r"""Batched small-matrix linear algebra and the relative covariance factor :math:`\Lambda`.
+
+Mixed models factor one small :math:`q \times q` matrix per group (``q`` = coefficients per
+group, usually 1-3) for tens of thousands of groups. LAPACK calls per tiny matrix would
+dominate, so for ``q <= 8`` the Cholesky factor and triangular solves are written out as
+elementwise array expressions over the batch (unrolled at trace time); XLA fuses them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["chol", "solve_lower", "solve_lower_t", "logdet_chol", "ThetaLayout",
+           "make_lambda", "theta_init", "theta_size"]
+
+_UNROLL = 8
+
+
+def chol(A: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of a batch ``(..., q, q)`` of SPD matrices."""
+    q = A.shape[-1]
+    if q > _UNROLL:
+        return jnp.linalg.cholesky(A)
+    L: list[list[jax.Array | None]] = [[None] * q for _ in range(q)]
+    for j in range(q):
+        s = A[..., j, j]
+        for k in range(j):
+            s = s - L[j][k] ** 2
+        d = jnp.sqrt(s)
+        L[j][j] = d
+        for i in range(j + 1, q):
+            s = A[..., i, j]
+            for k in range(j):
+                s = s - L[i][k] * L[j][k]
+            L[i][j] = s / d
+    zero = jnp.zeros_like(A[..., 0, 0])
+    rows = [jnp.stack([L[i][j] if j <= i else zero for j in range(q)], -1) for i in range(q)]
+    return jnp.stack(rows, -2)
+
+
+def solve_lower(L: jax.Array, B: jax.Array) -> jax.Array:
+    """``L^{-1} B`` for lower-triangular ``L (..., q, q)`` and ``B (..., q, k)``."""
+    q = L.shape[-1]
+    if q > _UNROLL:
+        return jax.scipy.linalg.solve_triangular(L, B, lower=True)
+    x: list[jax.Array] = []
+    for i in range(q):
+        s = B[..., i, :]
+        for k in range(i):
+            s = s - L[..., i, k, None] * x[k]
+        x.append(s / L[..., i, i, None])
+    return jnp.stack(x, -2)
+
+
+def solve_lower_t(L: jax.Array, B: jax.Array) -> jax.Array:
+    """``L^{-T} B`` for lower-triangular ``L (..., q, q)`` and ``B (..., q, k)``."""
+    q = L.shape[-1]
+    if q > _UNROLL:
+        return jax.scipy.linalg.solve_triangular(L, B, lower=True, trans=1)
+    x: list[jax.Array | None] = [None] * q
+    for i in reversed(range(q)):
+        s = B[..., i, :]
+        for k in range(i + 1, q):
+            s = s - L[..., k, i, None] * x[k]
+        x[i] = s / L[..., i, i, None]
+    return jnp.stack(x, -2)
+
+
+def logdet_chol(L: jax.Array) -> jax.Array:
+    """``log det(L L^T)`` summed over every batch member."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+
+
+class ThetaLayout(NamedTuple):
+    """Static layout of the covariance parameters: one ``(q_k, correlated)`` per term."""
+
+    terms: tuple[tuple[int, bool], ...]
+
+
+def theta_size(layout: ThetaLayout) -> int:
+    return sum(q * (q + 1) // 2 if c else q for q, c in layout.terms)
+
+
+def theta_init(layout: ThetaLayout) -> np.ndarray:
+    """lme4's start: identity relative covariance (diagonal 1, off-diagonal 0)."""
+    out = []
+    for q, c in layout.terms:
+        if c:
+            rows, cols = np.tril_indices(q)
+            # lme4 orders the lower triangle column by column
+            order = np.lexsort((rows, cols))
+            out.extend(float(rows[i] == cols[i]) for i in order)
+        else:
+            out.extend([1.0] * q)
+    return np.asarray(out)
+
+
+def make_lambda(theta: jax.Array, layout: ThetaLayout) -> list[jax.Array]:
+    r"""One lower-triangular :math:`\Lambda_k` per term from the flat ``theta``.
+
+    The diagonal is unconstrained (its sign is irrelevant: only :math:`\Lambda\Lambda^T`
+    enters the likelihood), so a variance at zero is an interior point, not a bound.
+    """
+    out, i = [], 0
+    for q, c in layout.terms:
+        if c:
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))
+            m = q * (q + 1) // 2
+            lam = jnp.zeros((q, q), theta.dtype).at[rows[order], cols[order]].set(theta[i:i + m])
+            i += m
+        else:
+            lam = jnp.diag(theta[i:i + q])
+            i += q
+        out.append(lam)
+    return out
+
+
+def block_diag(mats: list[jax.Array]) -> jax.Array:
+    if len(mats) == 1:
+        return mats[0]
+    return jax.scipy.linalg.block_diag(*mats)

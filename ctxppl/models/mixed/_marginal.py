@@ -1,0 +1,342 @@
+r"""The marginal-likelihood engine: exact (RE)ML for gaussian, Laplace for other families.
+
+Chooses the layout (one grouping factor -> ``block``; several -> ``dense`` while
+:math:`Q = \sum_k G_k q_k` stays below :data:`DENSE_LIMIT`), standardizes the gaussian
+response (float32 keeps full accuracy that way), runs the jitted optimiser and maps every
+estimate back to the data's scale as plain numpy arrays.
+
+Group-level context with the default linear encoder enters exactly: a random effect with
+prior mean :math:`W\tilde c_g` is the same model as cross-level interaction columns
+:math:`z_{ik}\,\tilde c_{g(i)l}` in the fixed part with coefficients :math:`W` (the
+"level-2 predictors" of multilevel modelling), so the marginal likelihood stays closed form.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ctxppl.models.mixed._formula import Design
+from ctxppl.models.mixed._laplace import GLMMData, fit_laplace
+from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, theta_size
+from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
+from ctxppl.models.mixed._reml import DENSE_LIMIT, Structure, fit_gaussian, sufficient_stats
+
+__all__ = ["MarginalEstimate", "fit_marginal", "SingularFitWarning", "ConvergenceWarning",
+           "context_columns", "choose_structure"]
+
+
+class SingularFitWarning(UserWarning):
+    """A random-effect covariance is singular (a variance at zero or a correlation of +-1)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimiser stopped before its gradient test was met."""
+
+
+@dataclass
+class MarginalEstimate:
+    """Point estimates on the data's scale (plain numpy)."""
+
+    beta: np.ndarray
+    x_names: tuple[str, ...]
+    vcov: np.ndarray
+    covs: list[np.ndarray]  # per block: (q, q) covariance of the random effects
+    b: list[np.ndarray]  # per block: (G, q) conditional modes
+    condvar: list[np.ndarray]  # per block: (G, q, q)
+    sigma: float | None
+    phi: float | None
+    criterion: str
+    deviance: float
+    loglik: float | None
+    theta: np.ndarray
+    num_iter: int
+    converged: bool
+    message: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    n_context: int = 0  # trailing beta entries that are context (encoder) weights
+    singular: list[str] = field(default_factory=list)
+
+
+def context_columns(design: Design) -> tuple[np.ndarray, list[str], list[tuple[int, int, int]]]:
+    """Cross-level columns ``z_ik * c_std[g(i), l]`` for every block with a context.
+
+    Returns the ``(n, k)`` columns, their names, and ``(block, coef, feature)`` per column.
+    """
+    cols, names, where = [], [], []
+    for bi, blk in enumerate(design.blocks):
+        info = design.contexts.get(blk.factor.name)
+        if info is None:
+            continue
+        C = info.standardize(info.values)[blk.factor.codes]
+        for a, coef in enumerate(blk.coef_names):
+            for j, cname in enumerate(info.names):
+                cols.append(blk.Z[:, a] * C[:, j])
+                names.append(cname if coef == "Intercept" else f"{coef}:{cname}")
+                where.append((bi, a, j))
+    if not cols:
+        return np.zeros((design.n, 0)), [], []
+    return np.stack(cols, 1), names, where
+
+
+def choose_structure(design: Design) -> Structure:
+    groups = {b.factor.name for b in design.blocks}
+    layout = ThetaLayout(tuple((b.q, bool(b.term.correlated) and b.q > 1)
+                               for b in design.blocks))
+    sizes = tuple((b.factor.size, b.q) for b in design.blocks)
+    if len(groups) == 1:
+        return Structure("block", layout, sizes)
+    Q = sum(G * q for G, q in sizes)
+    if Q > DENSE_LIMIT:
+        raise NotImplementedError(
+            f"the exact marginal likelihood with several grouping factors ({sorted(groups)}) "
+            f"uses a dense {Q} x {Q} system, above the limit {DENSE_LIMIT}. Fit this model "
+            "with method='laplace', 'svi' (minibatches) or 'nuts' instead.")
+    return Structure("dense", layout, sizes)
+
+
+def _dense_cols(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    vals, cols, off = [], [], 0
+    for b in design.blocks:
+        G, q = b.factor.size, b.q
+        vals.append(b.Z)
+        cols.append(off + b.factor.codes[:, None] * q + np.arange(q)[None, :])
+        off += G * q
+    return np.concatenate(vals, 1), np.concatenate(cols, 1).astype(np.int32)
+
+
+def _dtype() -> Any:
+    return jnp.result_type(float)
+
+
+def _check_rank(X: np.ndarray, names: list[str]) -> None:
+    if X.shape[1] == 0:
+        return
+    r = np.linalg.matrix_rank(X / np.maximum(np.abs(X).max(axis=0), 1e-300))
+    if r < X.shape[1]:
+        # name the columns that are linear combinations of earlier ones
+        bad, keep = [], []
+        for j in range(X.shape[1]):
+            if np.linalg.matrix_rank(X[:, keep + [j]]) == len(keep) + 1:
+                keep.append(j)
+            else:
+                bad.append(names[j])
+        raise ValueError(f"the fixed-effect design is rank deficient: {bad} are linear "
+                         "combinations of other columns (or of the context effects); remove "
+                         "them from `formula`.")
+
+
+def _singular_terms(design: Design, lams: list[np.ndarray], tol: float = 1e-4) -> list[str]:
+    out = []
+    for blk, lam in zip(design.blocks, lams, strict=True):
+        d = np.abs(np.diag(lam))
+        bad = [blk.coef_names[a] for a in range(len(d)) if d[a] < tol]
+        if bad:
+            out.append(f"{blk.term.text} (grouping factor `{blk.factor.name}`): "
+                       f"{'SD' if len(d) == 1 else 'variance-covariance'} of {bad} at zero"
+                       + (" or a correlation of +-1" if len(d) > 1 else ""))
+    return out
+
+
+def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100) -> MarginalEstimate:
+    """Fit ``design`` by exact (RE)ML (gaussian) or Laplace marginal ML (other families)."""
+    t0 = time.perf_counter()
+    structure = choose_structure(design)
+    Xc, cnames, _ = context_columns(design)
+    X = np.concatenate([design.X, Xc], 1) if Xc.shape[1] else design.X
+    names = list(design.x_names) + cnames
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"context effect(s) {dup} duplicate fixed-effect columns of `formula`; "
+                         "remove them from the fixed part (the context encoder carries them).")
+    _check_rank(X, names)
+    n, p = X.shape
+    off = np.zeros(n) if design.offset is None else design.offset
+    w = design.weights
+    dt = _dtype()
+    if structure.mode == "block":
+        blk0 = design.blocks[0]
+        Z = np.concatenate([b.Z for b in design.blocks], 1)
+        cols, Q = blk0.factor.codes, blk0.factor.size
+    else:
+        Z, cols = _dense_cols(design)
+        Q = sum(G * q for G, q in structure.sizes)
+    layout = structure.layout
+    th0 = theta_init(layout)
+    timing: dict[str, float] = {}
+    if design.family.name == "gaussian":
+        est = _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter,
+                         timing)
+    else:
+        if reml:
+            raise ValueError("`reml=True` applies to family='gaussian' only; GLMMs maximise the "
+                             "Laplace-approximate marginal likelihood (as glmer).")
+        est = _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timing)
+    est.x_names = tuple(names)
+    est.n_context = len(cnames)
+    timing["total"] = time.perf_counter() - t0
+    est.seconds = timing
+    return est
+
+
+def _status(status: int, grad: np.ndarray) -> tuple[bool, str]:
+    gmax = float(np.max(np.abs(grad))) if grad.size else 0.0
+    if status == CONVERGED:
+        return True, "converged: gradient below tolerance"
+    if status == MAX_ITER:
+        return False, f"stopped at max_iter with max |gradient| {gmax:.2e}"
+    ok = gmax < 1e-3
+    return ok, ("converged: no further decrease at working precision "
+                f"(max |gradient| {gmax:.1e})" if ok else
+                f"line search failed with max |gradient| {gmax:.2e}")
+
+
+def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter, timing):  # noqa: ANN001, ANN202
+    t = time.perf_counter()
+    y = design.y - off
+    has_int = design.intercept_column() is not None
+    ww = np.ones_like(y) if w is None else w
+    m = float(np.sum(ww * y) / np.sum(ww)) if has_int else 0.0
+    s = float(np.sqrt(np.sum(ww * (y - m) ** 2) / np.sum(ww)))
+    s = s if s > 0 else 1.0
+    yc = (y - m) / s
+    if structure.mode == "block":
+        st = sufficient_stats("block", Z, cols, X, yc, w, Q, Z.shape[1])
+    else:
+        st = sufficient_stats("dense", Z, cols, X, yc, w, Q, 1)
+    st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
+    timing["stats"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = fit_gaussian(st, jnp.asarray(th0, dt), structure, bool(reml), max_iter)
+    out = jax.device_get(out)
+    timing["optimize"] = time.perf_counter() - t
+    n, p = X.shape
+    theta = np.asarray(out["theta"], float)
+    beta = np.asarray(out["beta"], float) * s
+    j = design.intercept_column()
+    if j is not None:
+        beta[j] += m
+    sigma2 = float(out["sigma2"]) * s * s
+    vcov = np.asarray(out["vcov"], float) * s * s
+    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    covs = [sigma2 * lam @ lam.T for lam in lams]
+    b, cv = _split_effects(structure, np.asarray(out["b"], float) * s,
+                           np.asarray(out["condvar"], float) * s * s)
+    nn = n - p if reml else n
+    dev = float(out["deviance"]) + nn * 2.0 * np.log(s)
+    if w is not None:
+        dev -= float(np.sum(np.log(w)))
+    ok, msg = _status(int(out["status"]), np.asarray(out["grad"]))
+    return MarginalEstimate(beta, (), vcov, covs, b, cv, float(np.sqrt(sigma2)), None,
+                            "REML" if reml else "ML", dev, None if reml else -0.5 * dev, theta,
+                            int(out["num_iter"]), ok, msg,
+                            singular=_singular_terms(design, lams))
+
+
+def _split_effects(structure: Structure, b: np.ndarray, cv: np.ndarray):  # noqa: ANN202
+    """Per-block ``(G, q)`` modes and ``(G, q, q)`` conditional covariances."""
+    if structure.mode == "block":
+        out_b, out_cv, i = [], [], 0
+        for _, q in structure.sizes:
+            out_b.append(b[:, i:i + q])
+            out_cv.append(cv[:, i:i + q, i:i + q])
+            i += q
+        return out_b, out_cv
+    out_b, out_cv, i = [], [], 0
+    for G, q in structure.sizes:
+        out_b.append(b[i:i + G * q].reshape(G, q))
+        out_cv.append(cv[i:i + G * q].reshape(G, q, q))
+        i += G * q
+    return out_b, out_cv
+
+
+def _glmm_start(design: Design, th0: np.ndarray) -> np.ndarray:
+    fam = design.family
+    extra = []
+    if fam.name == "negative_binomial":
+        y = design.y
+        mu, var = y.mean(), y.var()
+        phi = mu * mu / (var - mu) if var > mu * 1.01 else 100.0
+        extra = [np.log(np.clip(phi, 1e-2, 1e4))]
+    return np.concatenate([th0, extra]) if extra else th0
+
+
+def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timing):  # noqa: ANN001, ANN202
+    t = time.perf_counter()
+    fam = design.family
+    n, p = X.shape
+    trials = design.trials
+    data = GLMMData(*(jnp.asarray(a, dt) for a in (design.y, X, Z)), jnp.asarray(cols),
+                    jnp.asarray(np.ones(n) if w is None else w, dt), jnp.asarray(off, dt),
+                    None if trials is None else jnp.asarray(trials, dt))
+    psi0 = np.concatenate([np.zeros(p), _glmm_start(design, th0)])
+    timing["stats"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = jax.device_get(fit_laplace(data, jnp.asarray(psi0, dt), structure, fam, Q, max_iter))
+    timing["optimize"] = time.perf_counter() - t
+    psi = np.asarray(out["psi"], float)
+    nth = theta_size(structure.layout)
+    beta, theta = psi[:p], psi[p:p + nth]
+    phi = float(np.exp(psi[-1])) if fam.name == "negative_binomial" else None
+    H = np.asarray(out["hess"], float)
+    H = 0.5 * (H + H.T)
+    try:
+        vpsi = 2.0 * np.linalg.inv(H)
+        vcov = vpsi[:p, :p]
+    except np.linalg.LinAlgError:
+        vcov = np.full((p, p), np.nan)
+    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    covs = [lam @ lam.T for lam in lams]
+    u = np.asarray(out["u"], float)
+    L = np.asarray(out["L"], float)
+    if structure.mode == "block":
+        lam = _block_diag_np(lams)
+        b = u @ lam.T
+        Linv = np.linalg.inv(L)
+        Hinv = np.einsum("gba,gbc->gac", Linv, Linv)
+        cv = np.einsum("ab,gbc,dc->gad", lam, Hinv, lam)
+    else:
+        bs, cvs, i = [], [], 0
+        Linv = np.linalg.inv(L)
+        for lam, (G, q) in zip(lams, structure.sizes, strict=True):
+            bs.append((u[i:i + G * q].reshape(G, q) @ lam.T).reshape(-1))
+            Li = Linv[:, i:i + G * q].reshape(-1, G, q)
+            cvs.append(np.einsum("ab,cgb,cgd,ed->gae", lam, Li, Li, lam).reshape(G * q, q))
+            i += G * q
+        b, cv = np.concatenate(bs), np.concatenate(cvs, 0)
+    b, cv = _split_effects(structure, b, cv)
+    ok, msg = _status(int(out["status"]), np.asarray(out["grad"]))
+    if float(out["inner_err"]) > 1e-3:
+        ok, msg = False, msg + f"; conditional modes not converged ({float(out['inner_err']):.1e})"
+    dev = float(out["deviance"])
+    return MarginalEstimate(beta, (), vcov, covs, b, cv, None, phi, "Laplace", dev, -0.5 * dev,
+                            theta, int(out["num_iter"]), ok, msg,
+                            singular=_singular_terms(design, lams))
+
+
+def _block_diag_np(mats: list[np.ndarray]) -> np.ndarray:
+    q = sum(m.shape[0] for m in mats)
+    out = np.zeros((q, q))
+    i = 0
+    for m in mats:
+        k = m.shape[0]
+        out[i:i + k, i:i + k] = m
+        i += k
+    return out
+
+
+def warn_fit(est: MarginalEstimate, stacklevel: int) -> None:
+    """Emit the singular-fit and convergence warnings of a marginal fit."""
+    for text in est.singular:
+        warnings.warn(f"singular fit: {text}. The estimate is on the boundary; consider "
+                      "simplifying the random-effect term.", SingularFitWarning,
+                      stacklevel=stacklevel)
+    if not est.converged:
+        warnings.warn(f"mixed model fit did not converge: {est.message}.", ConvergenceWarning,
+                      stacklevel=stacklevel)
