@@ -7,6 +7,7 @@ Every sample gets its own model parameters, estimated from its context:
 
 from ctxppl import handlers as handlers
 from ctxppl import nn as nn
+from ctxppl import models as models
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
 from ctxppl._primitives import contextual as contextual
@@ -21,4 +22,4 @@ from ctxppl.infer import load as load
 __version__ = "0.1.0"
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "__version__"]
+           "FitError", "load", "handlers", "nn", "models", "__version__"]
