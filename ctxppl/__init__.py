@@ -7,6 +7,7 @@ Every sample gets its own model parameters, estimated from its context:
 
 from ctxppl import handlers as handlers
 from ctxppl import nn as nn
+from ctxppl import workflow as workflow
 from ctxppl import models as models
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
@@ -18,8 +19,9 @@ from ctxppl.infer import FitError as FitError
 from ctxppl.infer import fit as fit
 from ctxppl.infer import fit_many as fit_many
 from ctxppl.infer import load as load
+from ctxppl.models.mixed import mixed as mixed
 
 __version__ = "0.1.0"
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "models", "__version__"]
+           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "__version__"]

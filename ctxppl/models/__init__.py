@@ -18,3 +18,6 @@ from ctxppl.models._networks import project_to_dag as project_to_dag
 from ctxppl.models._regression import Classification as Classification
 from ctxppl.models._regression import Regression as Regression
 from ctxppl.models._regression import UnivariateRegression as UnivariateRegression
+
+# Mixed-effect / multi-level models (lme4 formulas): ctx.mixed, ctx.models.mixed.program.
+from ctxppl.models import mixed as mixed
