@@ -1,0 +1,603 @@
+r"""Scores for many-model workflows: MSE, held-out log-likelihood / ELPD, AUC, adjusted Rand,
+BIC, and ArviZ PSIS-LOO / WAIC for posterior fits.
+
+A scoring function takes one argument, an :class:`Evaluation` (one fit on one split), and
+returns a float or a dict of floats (columns ``"{name}_{key}"``). The evaluation gives the fit,
+the split's ``train`` / ``test`` rows, the data, and -- computed once for all splits of a config
+in one jit-compiled, vmapped pass -- every observed site's values, predictive means and
+pointwise log-likelihoods, and every per-member site of the model at the fitted parameters:
+
+.. code-block:: python
+
+    def coverage(ev):                      # a custom score
+        y, mu = ev.observed()[ev.test], ev.mean()[ev.test]
+        return float(np.mean(np.abs(y - mu) < 1.0))
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+
+from ctxppl._handlers import minibatch
+
+__all__ = ["Evaluation", "Scorer", "mse", "log_likelihood", "elpd", "auc", "adjusted_rand",
+           "bic", "loo", "waic", "as_scorers"]
+
+
+# --------------------------------------------------------------------------- evaluation
+def _member_axis(site: dict, plate: str) -> int | None:
+    dims = {f.name: f.dim for f in site["cond_indep_stack"]}
+    if plate not in dims:
+        return None
+    if site["type"] == "sample":
+        return len(site["fn"].batch_shape) + dims[plate]
+    # deterministic: assume its leading dims are exactly the enclosing plates' dims
+    return max(-d for d in dims.values()) + dims[plate]
+
+
+def _trace(model: Callable, values: dict, args: tuple, kwargs: dict) -> dict:
+    m = minibatch(handlers.substitute(model, data=values), size=None)
+    return handlers.trace(handlers.seed(m, jax.random.key(0))).get_trace(*args, **kwargs)
+
+
+def _evaluate_one(model: Callable, plate: str, values: dict, args: tuple, kwargs: dict) -> dict:
+    tr = _trace(model, values, args, kwargs)
+    obs, sites = {}, {}
+    for name, s in tr.items():
+        if name.startswith("_") or s["type"] not in ("sample", "deterministic"):
+            continue
+        ax = _member_axis(s, plate)
+        if ax is None:
+            continue
+        value = jnp.moveaxis(jnp.asarray(s["value"]), ax, 0)
+        if s["type"] == "sample" and s["is_observed"]:
+            fn = s["fn"]
+            ll = jnp.moveaxis(fn.log_prob(s["value"]), ax, 0)
+            ll = jnp.sum(jnp.reshape(ll, (ll.shape[0], -1)), axis=-1)
+            try:
+                mean = jnp.moveaxis(jnp.broadcast_to(fn.mean, jnp.shape(s["value"])), ax, 0)
+            except (NotImplementedError, ValueError, TypeError):
+                mean = jnp.full(value.shape, jnp.nan)
+            obs[name] = {"value": value, "mean": mean.astype(ll.dtype), "loglik": ll}
+        else:
+            sites[name] = value
+    return {"obs": obs, "sites": sites}
+
+
+def count_free_parameters(model: Callable, args: tuple, kwargs: dict) -> int:
+    """Number of free (unconstrained) dimensions of every latent and ``param`` site."""
+    out: dict[str, int] = {}
+
+    def run(key):  # noqa: ANN001, ANN202
+        tr = handlers.trace(handlers.seed(minibatch(model, size=None), key)).get_trace(
+            *args, **kwargs)
+        total = 0
+        for s in tr.values():
+            if s["type"] == "sample" and not s["is_observed"] and not s["infer"].get(
+                    "is_auxiliary", False):
+                total += int(np.prod(biject_to(s["fn"].support).inverse_shape(
+                    jnp.shape(s["value"]))))
+            elif s["type"] == "param":
+                c = s["kwargs"].get("constraint")
+                for leaf in jax.tree_util.tree_leaves(s["value"]):
+                    shape = jnp.shape(leaf)
+                    if c is not None:
+                        shape = biject_to(c).inverse_shape(shape)
+                    total += int(np.prod(shape))
+        out["k"] = total
+        return 0
+
+    jax.eval_shape(run, jax.random.key(0))
+    return out["k"]
+
+
+class _Batch:
+    """Lazily evaluated per-member quantities of one config's batched fit (all splits)."""
+
+    def __init__(self, fit: Any, plate: str, keep_draws: bool):
+        self.fit, self.plate, self.keep_draws = fit, plate, keep_draws
+        self._out: dict | None = None
+        self._k: int | None = None
+
+    @property
+    def out(self) -> dict:
+        if self._out is None:
+            fit = self.fit
+            if fit.samples is None:
+                res = _evaluate(fit.model, self.plate, False, fit.params, False, fit.args,
+                                fit.kwargs)
+            else:
+                fixed = {k: fit.params[k] for k in fit.param_names}
+                res = _evaluate(fit.model, self.plate, self.keep_draws,
+                                (fit.params, fixed, fit.posterior()), True, fit.args,
+                                fit.kwargs)
+            self._out = jax.tree_util.tree_map(np.asarray, jax.device_get(res))
+        return self._out
+
+    @property
+    def num_params(self) -> int:
+        if self._k is None:
+            self._k = count_free_parameters(self.fit.model, self.fit.args, self.fit.kwargs)
+        return self._k
+
+
+def _posterior_fn(model, plate, keep_draws, args, kwargs):  # noqa: ANN001, ANN202
+    def per_fit(pd):  # noqa: ANN001, ANN202
+        p_all, p_fixed, d = pd
+        point = _evaluate_one(model, plate, p_all, args, kwargs)
+        many = jax.vmap(lambda dd: _evaluate_one(model, plate, {**p_fixed, **dd}, args,
+                                                 kwargs))(d)
+        num = jax.tree_util.tree_leaves(d)[0].shape[0]
+        obs = {}
+        for k, v in many["obs"].items():
+            obs[k] = {"value": point["obs"][k]["value"], "mean": jnp.mean(v["mean"], axis=0),
+                      "loglik": jax.nn.logsumexp(v["loglik"], axis=0) - math.log(num)}
+            if keep_draws:
+                obs[k]["draws"] = v["loglik"]
+        return {"obs": obs, "sites": point["sites"]}
+
+    return per_fit
+
+
+def _evaluate_impl(model, plate, keep_draws, params, posterior, args, kwargs):  # noqa: ANN001, ANN202
+    """Per-member quantities of ``B`` fits: ``params`` has a leading ``B`` axis (point fits)
+    or is ``(params, param_sites, draws)`` with leading ``B`` axes (``posterior=True``)."""
+    if not posterior:
+        return jax.vmap(lambda p: _evaluate_one(model, plate, p, args, kwargs))(params)
+    return jax.lax.map(_posterior_fn(model, plate, keep_draws, args, kwargs), params)
+
+
+_evaluate = eqx.filter_jit(_evaluate_impl)
+
+
+class Evaluation:
+    r"""One fit on one split, as seen by a scoring function.
+
+    Attributes:
+        fit: The :class:`ctxppl.Fit` of this (config, split).
+        config: The config dict.
+        split: Index of the split.
+        train: Training row indices (repeats allowed: bootstrap).
+        test: Held-out row indices (may be empty).
+        weights: ``(n,)`` training weight of every row.
+        data: The data passed to ``run``.
+        plate: Name of the plate whose members are the rows.
+
+    Per-member arrays below have the rows on their leading axis (all ``n`` rows; index them
+    with ``ev.test`` or ``ev.train``). For posterior fits (SVI, Laplace) ``mean`` and
+    ``log_lik`` are posterior-predictive (averaged over draws), ``site`` is evaluated at the
+    posterior mean.
+
+    Examples:
+        >>> import numpy as np, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> import ctxppl as ctx
+        >>> def model(y=None):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with ctx.plate("rows", 4):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> def factory():
+        ...     return ctx.workflow.ModelSpec(model, plate="rows", kwargs={"y": "y"})
+        >>> def heldout_residual(ev):
+        ...     return float(np.mean(ev.observed()[ev.test] - ev.mean()[ev.test]))
+        >>> df = ctx.workflow.run(factory, None, ctx.workflow.kfold(4, k=2),
+        ...                       {"y": np.array([0.0, 1.0, 2.0, 3.0])},
+        ...                       scoring=[heldout_residual], progress=False)
+        >>> df["heldout_residual"].round(1).tolist()
+        [2.0, -2.0]
+    """
+
+    def __init__(self, batch: _Batch, index: int, fit: Any, config: dict, train: np.ndarray,
+                 test: np.ndarray, weights: np.ndarray, data: Any, plate: str):
+        self._batch, self._i = batch, index
+        self.fit, self.config, self.split = fit, config, index
+        self.train, self.test, self.weights = train, test, weights
+        self.data, self.plate = data, plate
+
+    def __repr__(self) -> str:
+        return (f"Evaluation(config={self.config}, split={self.split}, n_train="
+                f"{len(self.train)}, n_test={len(self.test)})")
+
+    def _obs(self, site: str | None) -> dict[str, np.ndarray]:
+        obs = self._batch.out["obs"]
+        if site is None:
+            if len(obs) != 1:
+                raise ValueError(f"the model has {len(obs)} observed per-member sites "
+                                 f"{sorted(obs)} in plate {self.plate!r}; pass `site=`.")
+            site = next(iter(obs))
+        if site not in obs:
+            raise KeyError(f"`site` {site!r} is not an observed site inside plate "
+                           f"{self.plate!r}; observed sites: {sorted(obs)}.")
+        return {k: v[self._i] for k, v in obs[site].items()}
+
+    def observed(self, site: str | None = None) -> np.ndarray:
+        """Observed values of ``site`` (default: the only observed site), rows first."""
+        return self._obs(site)["value"]
+
+    def mean(self, site: str | None = None) -> np.ndarray:
+        """Predictive mean of ``site`` (the likelihood's mean at the fitted parameters)."""
+        return self._obs(site)["mean"]
+
+    def log_lik(self, site: str | None = None) -> np.ndarray:
+        """``(n,)`` pointwise log-likelihood (posterior fits: log predictive density)."""
+        return self._obs(site)["loglik"]
+
+    def log_lik_draws(self, site: str | None = None) -> np.ndarray:
+        """``(draws, n)`` pointwise log-likelihood per posterior draw (posterior fits only)."""
+        obs = self._obs(site)
+        if "draws" not in obs:
+            raise ValueError("pointwise log-likelihood draws need a posterior fit (method "
+                             "'svi' or 'laplace') and a scorer that asks for them "
+                             "(needs_draws=True).")
+        return obs["draws"]
+
+    def site(self, name: str) -> np.ndarray:
+        """Any per-member site of the model (sample or deterministic), rows first; global
+        sites come from ``fit.params``."""
+        sites = self._batch.out["sites"]
+        if name in sites:
+            return sites[name][self._i]
+        if name in self._batch.out["obs"]:
+            return self.observed(name)
+        if name in self.fit.params:
+            return np.asarray(self.fit.params[name])
+        raise KeyError(f"no site {name!r} in the model; per-member sites: {sorted(sites)}, "
+                       f"global: {sorted(self.fit.params)}.")
+
+    @property
+    def num_params(self) -> int:
+        """Free (unconstrained) parameter count of the model (for BIC/AIC)."""
+        return self._batch.num_params
+
+
+# --------------------------------------------------------------------------- scorers
+class Scorer:
+    r"""A named scoring function ``ev -> float | dict[str, float]`` with optional checks.
+
+    Args:
+        name: Column name (prefix for dict-valued scores).
+        fn: The function of an :class:`Evaluation`.
+        needs_draws: Ask for pointwise log-likelihood draws (PSIS-LOO, WAIC).
+        needs_posterior: Fails before any fit when the method gives point estimates only.
+        check: Optional ``check(data, sites, method)`` raising on bad input before any fit.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.Scorer("n_test", lambda ev: len(ev.test)).name
+        'n_test'
+    """
+
+    def __init__(self, name: str, fn: Callable[[Evaluation], Any], *, needs_draws: bool = False,
+                 needs_posterior: bool = False,
+                 check: Callable[[Any, Mapping[str, Any], str], None] | None = None):
+        self.name, self.fn = str(name), fn
+        self.needs_draws, self.needs_posterior = needs_draws, needs_posterior
+        self._check = check
+
+    def __call__(self, ev: Evaluation) -> Any:
+        return self.fn(ev)
+
+    def check(self, data: Any, sites: Mapping[str, Any], method: str) -> None:
+        if self.needs_posterior and method not in ("svi", "laplace"):
+            raise ValueError(f"scorer `{self.name}` needs posterior draws; use method='svi' or "
+                             f"'laplace' (got method={method!r}).")
+        if self._check is not None:
+            self._check(data, sites, method)
+
+    def __repr__(self) -> str:
+        return f"Scorer({self.name!r})"
+
+
+def _rows(ev: Evaluation, rows: str) -> np.ndarray:
+    if rows == "test":
+        return ev.test
+    if rows == "train":
+        return np.flatnonzero(ev.weights > 0)
+    raise ValueError(f"`rows` must be 'test' or 'train'; got {rows!r}.")
+
+
+def _check_rows(rows: str) -> None:
+    if rows not in ("test", "train"):
+        raise ValueError(f"`rows` must be 'test' or 'train'; got {rows!r}.")
+
+
+def mse(site: str | None = None, *, rows: str = "test") -> Scorer:
+    r"""Mean squared error of the predictive mean on the held-out (or training) rows.
+
+    Args:
+        site: Observed site (default: the model's only observed per-member site).
+        rows: ``"test"`` (held-out rows) or ``"train"``.
+
+    Returns:
+        A :class:`Scorer` named ``"mse"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.mse()
+        Scorer('mse')
+    """
+    _check_rows(rows)
+
+    def fn(ev: Evaluation) -> float:
+        r = _rows(ev, rows)
+        if r.size == 0:
+            return float("nan")
+        err = ev.observed(site)[r] - ev.mean(site)[r]
+        return float(np.mean(err.astype(np.float64) ** 2))
+
+    return Scorer("mse", fn)
+
+
+def log_likelihood(site: str | None = None, *, rows: str = "test",
+                   reduce: str = "mean") -> Scorer:
+    r"""Held-out log-likelihood per row (``reduce="mean"``) or summed (``"sum"``).
+
+    For point fits this is :math:`\log p(y_i \mid \hat\theta)`; for posterior fits the log
+    posterior-predictive density :math:`\log \frac1S\sum_s p(y_i \mid \theta_s)`.
+
+    Args:
+        site: Observed site (default: the only one).
+        rows: ``"test"`` or ``"train"``.
+        reduce: ``"mean"`` or ``"sum"`` over rows.
+
+    Returns:
+        A :class:`Scorer` named ``"log_lik"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.log_likelihood(reduce="sum").name
+        'log_lik'
+    """
+    _check_rows(rows)
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"`reduce` must be 'mean' or 'sum'; got {reduce!r}.")
+
+    def fn(ev: Evaluation) -> float:
+        r = _rows(ev, rows)
+        if r.size == 0:
+            return float("nan")
+        ll = ev.log_lik(site)[r].astype(np.float64)
+        return float(np.mean(ll) if reduce == "mean" else np.sum(ll))
+
+    return Scorer("log_lik", fn)
+
+
+def elpd(site: str | None = None) -> Scorer:
+    r"""Expected log predictive density of the held-out rows (sum over rows).
+
+    :math:`\sum_{i \in \mathrm{test}} \log \frac1S \sum_s p(y_i \mid \theta_s)` -- the
+    cross-validated ELPD when the splits are k folds. Point fits use the plug-in density.
+
+    Args:
+        site: Observed site (default: the only one).
+
+    Returns:
+        A :class:`Scorer` named ``"elpd"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.elpd().name
+        'elpd'
+    """
+    inner = log_likelihood(site, rows="test", reduce="sum").fn
+    return Scorer("elpd", inner)
+
+
+def auc(site: str | None = None) -> Scorer:
+    r"""Area under the ROC curve of a binary observed site on the held-out rows.
+
+    The predictive mean (the success probability) ranks the rows (``sklearn.metrics``).
+
+    Args:
+        site: Observed binary site (default: the only one).
+
+    Returns:
+        A :class:`Scorer` named ``"auc"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.auc().name
+        'auc'
+    """
+    from sklearn.metrics import roc_auc_score
+
+    def fn(ev: Evaluation) -> float:
+        y, p = ev.observed(site)[ev.test], ev.mean(site)[ev.test]
+        if y.size == 0 or len(np.unique(y)) < 2:
+            return float("nan")
+        return float(roc_auc_score(np.ravel(y), np.ravel(p)))
+
+    return Scorer("auc", fn)
+
+
+def adjusted_rand(labels: str, site: str = "cluster", *, rows: str = "test") -> Scorer:
+    r"""Adjusted Rand index between true labels in the data and the model's cluster assignment.
+
+    Args:
+        labels: Name of the data column / entry holding the true labels.
+        site: Per-member site holding the model's assignments (e.g. a
+            ``numpyro.deterministic("cluster", ...)`` inside the plate).
+        rows: ``"test"`` (held-out rows) or ``"train"``.
+
+    Returns:
+        A :class:`Scorer` named ``"ari"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.adjusted_rand("species").name
+        'ari'
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    _check_rows(rows)
+
+    def fn(ev: Evaluation) -> float:
+        r = _rows(ev, rows)
+        if r.size == 0:
+            return float("nan")
+        truth = np.asarray(ev.data[labels])[r]
+        pred = np.asarray(ev.site(site))[r]
+        return float(adjusted_rand_score(truth, np.ravel(pred)))
+
+    def check(data: Any, sites: Mapping[str, Any], method: str) -> None:
+        try:
+            data[labels]
+        except (KeyError, IndexError, TypeError):
+            raise KeyError(f"`labels` {labels!r} of adjusted_rand is not in the data.") from None
+        if site not in sites:
+            raise KeyError(f"`site` {site!r} of adjusted_rand is not a site of the model; "
+                           f"sites: {sorted(sites)}. Add e.g. numpyro.deterministic({site!r}, "
+                           "jnp.argmax(log_responsibilities, -1)) inside the plate.")
+
+    return Scorer("ari", fn, check=check)
+
+
+def bic(site: str | None = None) -> Scorer:
+    r"""Bayesian information criterion on the training rows (lower is better).
+
+    .. math:: \mathrm{BIC} = -2 \sum_i w_i \log p(y_i \mid \hat\theta) + k \log \sum_i w_i
+
+    with training weights :math:`w_i` and :math:`k` the number of free (unconstrained)
+    dimensions of every latent and ``param`` site (per-member latent sites included). Meant
+    for MAP fits, as in mclust; use :func:`ctxppl.workflow.insample` splits for the classic
+    in-sample BIC.
+
+    Args:
+        site: Observed site (default: the only one).
+
+    Returns:
+        A :class:`Scorer` named ``"bic"``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.bic().name
+        'bic'
+    """
+    def fn(ev: Evaluation) -> float:
+        w = ev.weights.astype(np.float64)
+        ll = np.sum(w * ev.log_lik(site).astype(np.float64))
+        return float(-2.0 * ll + ev.num_params * np.log(np.sum(w)))
+
+    return Scorer("bic", fn)
+
+
+def loo(site: str | None = None) -> Scorer:
+    r"""PSIS-LOO (ArviZ ``az.loo``) on the training rows of a posterior fit.
+
+    Returns ``loo_elpd``, ``loo_se``, ``loo_p`` and ``loo_pareto_k_max`` (above 0.7 the
+    estimate is unreliable; SVI / Laplace draws are approximate posteriors, so check it).
+
+    Args:
+        site: Observed site (default: the only one).
+
+    Returns:
+        A :class:`Scorer` named ``"loo"`` (needs ``method="svi"`` or ``"laplace"``).
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.loo().needs_draws
+        True
+    """
+    def fn(ev: Evaluation) -> dict[str, float]:
+        import arviz as az
+
+        r = np.flatnonzero(ev.weights > 0)
+        ll = ev.log_lik_draws(site)[:, r].astype(np.float64)
+        idata = az.from_dict({"posterior": {"_": np.zeros((1, ll.shape[0]))},
+                              "log_likelihood": {"y": ll[None]}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = az.loo(idata, var_name="y")
+        return {"elpd": float(res.elpd), "se": float(res.se), "p": float(res.p),
+                "pareto_k_max": float(np.max(np.asarray(res.pareto_k)))}
+
+    return Scorer("loo", fn, needs_draws=True, needs_posterior=True)
+
+
+def waic(site: str | None = None) -> Scorer:
+    r"""WAIC on the training rows of a posterior fit (elpd scale: higher is better).
+
+    .. math:: \widehat{\mathrm{elpd}}_{\mathrm{waic}} = \sum_i \log \frac1S \sum_s
+       p(y_i \mid \theta_s) - \sum_i \mathrm{Var}_s \log p(y_i \mid \theta_s)
+
+    (Watanabe 2010; ArviZ 1.x dropped ``az.waic``, so it is computed here with the same
+    formula ArviZ 0.x used.) Returns ``waic_elpd``, ``waic_se`` and ``waic_p``.
+
+    Args:
+        site: Observed site (default: the only one).
+
+    Returns:
+        A :class:`Scorer` named ``"waic"`` (needs ``method="svi"`` or ``"laplace"``).
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.workflow.waic().needs_posterior
+        True
+    """
+    def fn(ev: Evaluation) -> dict[str, float]:
+        r = np.flatnonzero(ev.weights > 0)
+        ll = ev.log_lik_draws(site)[:, r].astype(np.float64)
+        lppd_i = jax.scipy.special.logsumexp(ll, axis=0) - np.log(ll.shape[0])
+        p_i = np.var(ll, axis=0, ddof=1)
+        elpd_i = np.asarray(lppd_i) - p_i
+        return {"elpd": float(np.sum(elpd_i)), "se": float(np.sqrt(len(r) * np.var(elpd_i))),
+                "p": float(np.sum(p_i))}
+
+    return Scorer("waic", fn, needs_draws=True, needs_posterior=True)
+
+
+def _check_signature(name: str, fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"scoring function `{name}` must be callable; got {type(fn).__name__}.")
+    target = fn.fn if isinstance(fn, Scorer) else fn
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: trust them
+    try:
+        sig.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"scoring function `{name}` must take exactly one argument, a "
+            f"ctx.workflow.Evaluation (use ev.fit, ev.train, ev.test, ev.observed(), ev.mean(), "
+            f"ev.log_lik(), ev.site(name)); its signature is {name}{sig}.") from None
+
+
+def as_scorers(scoring: Any) -> dict[str, Any]:
+    """Normalise ``scoring`` (None, callable, list, or dict name -> callable); check signatures."""
+    if scoring is None:
+        return {}
+    if isinstance(scoring, Mapping):
+        items = [(str(k), v) for k, v in scoring.items()]
+    else:
+        seq = [scoring] if callable(scoring) else list(scoring)
+        items = []
+        for s in seq:
+            name = getattr(s, "name", None) if isinstance(s, Scorer) else getattr(
+                s, "__name__", None)
+            if not name or name == "<lambda>":
+                raise TypeError("pass unnamed scoring functions (lambdas) as a dict "
+                                "{'name': fn}; got a lambda in a list.")
+            items.append((name, s))
+    names = [n for n, _ in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"scoring names must be unique; {dup} appear more than once. Pass a "
+                         "dict {'name': scorer} to rename.")
+    reserved = {"split", "fit", "error", "seconds", "batch_seconds", "cached", "converged",
+                "config_id"}
+    for n, s in items:
+        if n in reserved:
+            raise ValueError(f"scoring name {n!r} clashes with a result column; rename it.")
+        _check_signature(n, s)
+    return dict(items)
