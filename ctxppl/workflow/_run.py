@@ -430,6 +430,8 @@ def _prepare_unit(model_factory: Callable, config: dict, config_id: int, data: A
     try:
         spec = model_factory(**config)
     except Exception as e:  # noqa: BLE001 - a factory failing for one config is a failed row
+        if common["errors"] == "raise":
+            raise
         unit.error = _error_text(e)
         return unit, None, None, None
     if not isinstance(spec, ModelSpec):
@@ -441,6 +443,8 @@ def _prepare_unit(model_factory: Callable, config: dict, config_id: int, data: A
     try:
         structure = model_structure(model, args, kwargs)
     except Exception as e:  # noqa: BLE001 - e.g. a config the model cannot build
+        if common["errors"] == "raise":
+            raise
         unit.error = f"model failed on the data: {_error_text(e)}"
         return unit, spec, None, None
     if spec.plate not in structure.plates:
@@ -558,6 +562,7 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
     except (TypeError, ValueError):
         factory_sig = None
     common = {"options": dict(fit_options), "versions": versions(), "factory_sig": factory_sig,
+              "errors": errors,
               "factory_fp": fingerprint_callable(model_factory),
               "data_fp": fingerprint_data(data),
               "scorers_fp": {n: fingerprint_callable(s) for n, s in sorted(scorers.items())}}

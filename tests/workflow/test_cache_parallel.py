@@ -1,0 +1,102 @@
+"""Caching (rerun, resume after a crash) and parallel backends (loky, Dask) agree with serial."""
+
+import numpy as np
+import pytest
+
+import ctxppl as ctx
+
+from . import _models as m
+
+N = 12
+DATA = {"y": np.linspace(-1.0, 3.0, N)}
+OPTS = {"num_steps": 200, "learning_rate": 0.05}
+CRASH = {"on": False}
+
+
+def flaky(ev):
+    """A score that 'crashes the session' (KeyboardInterrupt) on tau == 3 when switched on."""
+    if CRASH["on"] and ev.config["tau"] == 3.0:
+        raise KeyboardInterrupt
+    return float(np.mean(ev.observed()[ev.test]))
+
+
+def _spy(monkeypatch):
+    calls = []
+    real = ctx.fit_many
+    monkeypatch.setattr(ctx, "fit_many", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for (_, ra), (_, rb) in zip(a.iterrows(), b.iterrows(), strict=True):
+        assert float(ra["fit"].params["mu"]) == pytest.approx(float(rb["fit"].params["mu"]),
+                                                              rel=1e-5, abs=1e-6)
+        assert ra["mse"] == pytest.approx(rb["mse"], rel=1e-5)
+
+
+def test_rerun_and_resume_from_cache(tmp_path, monkeypatch):
+    calls = _spy(monkeypatch)
+    splits = ctx.workflow.kfold(N, k=3)
+    scoring = [ctx.workflow.mse(), flaky]
+    grid = ctx.workflow.grid(tau=[1.0, 2.0, 3.0])
+    CRASH["on"] = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                             cache=tmp_path, progress=False, **OPTS)
+    finally:
+        CRASH["on"] = False
+    assert len(calls) == 3  # tau=1, 2 done and stored; tau=3 fitted, crashed while scoring
+    calls.clear()
+    df = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                          cache=tmp_path, progress=False, **OPTS)
+    assert calls == []  # every fit came from the cache
+    assert df.groupby("tau")["cached"].all().tolist() == [True, True, False]  # tau=3 rescored
+    again = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                             cache=tmp_path, progress=False, **OPTS)
+    assert calls == [] and again["cached"].all()
+    _same(df, again)
+    # a different seed, split or option is a different fit
+    ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring, cache=tmp_path,
+                     progress=False, key=1, **OPTS)
+    assert len(calls) == 3
+
+
+def test_loky_matches_serial_and_fills_the_same_cache(tmp_path, monkeypatch):
+    splits = ctx.workflow.kfold(N, k=3)
+    grid = ctx.workflow.grid(tau=[1.0, 2.0])
+    scoring = [ctx.workflow.mse()]
+    serial = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                              progress=False, **OPTS)
+    par = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                           backend="loky", n_jobs=2, cache=tmp_path, progress=False, **OPTS)
+    assert not par["cached"].any()
+    _same(serial, par)
+    calls = _spy(monkeypatch)
+    reread = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                              cache=tmp_path, progress=False, **OPTS)
+    assert calls == [] and reread["cached"].all()  # written by the workers, read here
+    _same(serial, reread)
+
+
+def test_dask_local_cluster_matches_serial(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    splits = ctx.workflow.kfold(N, k=3)
+    grid = ctx.workflow.grid(tau=[1.0, 2.0])
+    scoring = [ctx.workflow.mse()]
+    serial = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                              progress=False, **OPTS)
+    with pytest.raises(RuntimeError, match="backend='dask' needs a Dask cluster"):
+        ctx.workflow.run(m.normal_factory, grid, splits, DATA, backend="dask", progress=False)
+    # one in-process worker talking TCP over loopback: tasks and results are serialised
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        par = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
+                               backend="dask", client=client, cache=tmp_path, progress=False,
+                               **OPTS)
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    _same(serial, par)
+    assert not par["cached"].any()
