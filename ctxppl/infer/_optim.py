@@ -20,6 +20,7 @@ from numpyro import handlers
 from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
 from numpyro.optim import optax_to_numpyro
 
+from ctxppl._handlers import subsample_with_replacement
 from ctxppl.infer._loop import NONFINITE, LoopOptions, Stepper, optimize
 from ctxppl.infer._sites import (
     constrained_values,
@@ -147,7 +148,8 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
             info["hessian_ok"] = jnp.asarray(True)
     elif spec.method == "svi":
         tx = make_optimizer(spec)
-        guide = make_guide(spec.guide, train)
+        # the guide draws the minibatch (the model replays it): make it the fast sampler
+        guide = subsample_with_replacement(make_guide(spec.guide, train))
         svi = SVI(train, guide, optax_to_numpyro(tx), Trace_ELBO(num_particles=spec.num_particles))
         val_loss = None
         if val_model is not None:

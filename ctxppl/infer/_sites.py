@@ -17,7 +17,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.distributions.util import sum_rightmost
 from numpyro.infer.util import log_density
 
-from ctxppl._handlers import minibatch, weight
+from ctxppl._handlers import minibatch, subsample_with_replacement, weight
 
 __all__ = ["latent_and_param_sites", "initial_unconstrained", "constrain_substitute",
            "neg_log_joint", "constrained_values", "obs_neg_log_lik", "wrap_model",
@@ -43,10 +43,11 @@ def wrap_model(model, plate=None, weights=None, batch_size=None, full=False):  #
     if weights is not None:
         model = weight(model, plate=plate, weights=weights)
     if full:
-        model = minibatch(model, size=None)
-    elif batch_size is not None:
+        return minibatch(model, size=None)
+    if batch_size is not None:
         model = minibatch(model, plate=plate, size=batch_size)
-    return model
+    # outermost, so it sees the final subsample size of every plate
+    return subsample_with_replacement(model)
 
 
 def latent_and_param_sites(tr: dict) -> tuple[list[str], list[str]]:
