@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from _common import ROOT, command, machine, run_peer, write_section  # noqa: E402
+from _common import command, machine, run_peer, write_section  # noqa: E402
 
 from ctxppl._demo import fit_seed_map, tutorial_model  # noqa: E402
 from ctxppl.datasets import cluster_tutorial  # noqa: E402
