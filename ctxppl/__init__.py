@@ -9,6 +9,7 @@ from ctxppl import handlers as handlers
 from ctxppl import nn as nn
 from ctxppl import workflow as workflow
 from ctxppl import models as models
+from ctxppl import online as online
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
 from ctxppl._primitives import contextual as contextual
@@ -24,4 +25,5 @@ from ctxppl.models.mixed import mixed as mixed
 __version__ = "0.1.0"
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "__version__"]
+           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "online",
+           "__version__"]

@@ -1,0 +1,146 @@
+"""Ragged minibatches: checks before any work, and padding into per-size buckets."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ctxppl.online._features import UpdateError
+
+__all__ = ["Bucket", "pad_records", "check_batch", "padded_sizes"]
+
+
+def padded_sizes(counts: np.ndarray, quantum: int = 8, exact_up_to: int = 64) -> np.ndarray:
+    """Round record counts up: to a multiple of ``quantum`` up to ``exact_up_to``, then to
+    ``quantum * k`` with ``k`` in {2^j, 3 * 2^(j-1)} (at most a third of padding).
+
+    Examples:
+        >>> import numpy as np
+        >>> from ctxppl.online import padded_sizes
+        >>> padded_sizes(np.array([1, 8, 9, 50, 65, 100, 200])).tolist()
+        [8, 8, 16, 56, 96, 128, 256]
+    """
+    c = np.maximum(np.asarray(counts, dtype=np.int64), 1)
+    k = -(-c // quantum)
+    p2 = 2 ** np.ceil(np.log2(k)).astype(np.int64)
+    alt = p2 // 4 * 3
+    grid = np.where((alt >= k) & (p2 >= 4), alt, p2)
+    return quantum * np.where(c <= exact_up_to, k, grid)
+
+
+class Bucket(NamedTuple):
+    """Entities whose records were padded to the same length.
+
+    Attributes:
+        entities: Position of each entity in the batch's list of distinct entities ``(U,)``.
+        counts: Records per entity ``(U,)``.
+        x: ``(U, R, d)``; y, offset, weight: ``(U, R)`` (weight 0 on padding rows).
+    """
+
+    entities: np.ndarray
+    counts: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    offset: np.ndarray
+    weight: np.ndarray
+
+
+def pad_records(inverse: np.ndarray, num_entities: int, x: np.ndarray, y: np.ndarray,
+                offset: np.ndarray, weight: np.ndarray, *, quantum: int = 8) -> list[Bucket]:
+    """Group records by entity and pad them into buckets of equal length (no Python loop
+    over entities or records: a sort, then fancy indexing per bucket size).
+
+    Args:
+        inverse: Entity position (``0..num_entities-1``) of each record ``(n,)``.
+        num_entities: Number of distinct entities.
+        x, y, offset, weight: Record arrays (``(n, d)`` and ``(n,)``).
+        quantum: Padded lengths are multiples of this.
+
+    Returns:
+        A list of :class:`Bucket` (one per padded length).
+
+    Examples:
+        >>> import numpy as np
+        >>> from ctxppl.online import pad_records
+        >>> inv = np.array([1, 0, 1, 1])
+        >>> b = pad_records(inv, 2, np.arange(4.0)[:, None], np.zeros(4), np.zeros(4),
+        ...                 np.ones(4), quantum=4)
+        >>> b[0].entities.tolist(), b[0].x[..., 0].tolist(), b[0].weight.tolist()
+        ([0, 1], [[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 3.0, 0.0]], [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    """
+    inverse = np.asarray(inverse, dtype=np.int64)
+    n = inverse.shape[0]
+    if n and np.all(inverse[1:] >= inverse[:-1]):
+        order = np.arange(n)
+    else:
+        order = np.argsort(inverse, kind="stable")
+    srt = inverse[order]
+    counts = np.bincount(inverse, minlength=num_entities)
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(n) - starts[srt]
+    sizes = padded_sizes(counts, quantum)
+    rec_size = sizes[srt]
+    out = []
+    for size in np.unique(sizes[counts > 0]):
+        ents = np.flatnonzero((sizes == size) & (counts > 0))
+        local = np.full(num_entities, -1, dtype=np.int64)
+        local[ents] = np.arange(ents.size)
+        sel = rec_size == size
+        rec = order[sel]
+        e, p = local[srt[sel]], pos[sel]
+        u, r = ents.size, int(size)
+        xb = np.zeros((u, r, x.shape[-1]), dtype=x.dtype)
+        yb = np.zeros((u, r), dtype=x.dtype)
+        ob = np.zeros((u, r), dtype=x.dtype)
+        wb = np.zeros((u, r), dtype=x.dtype)
+        xb[e, p] = x[rec]
+        yb[e, p] = y[rec]
+        ob[e, p] = offset[rec]
+        wb[e, p] = weight[rec]
+        out.append(Bucket(ents, counts[ents], xb, yb, ob, wb))
+    return out
+
+
+def _describe(keys: np.ndarray, bad: np.ndarray, reason: str, extra: str = "") -> UpdateError:
+    idx = np.flatnonzero(bad)
+    ents = list(dict.fromkeys(keys[idx].tolist()))
+    first = int(idx[0])
+    more = f" ({idx.size} bad record(s) across {len(ents)} entit(ies))" if idx.size > 1 else ""
+    return UpdateError(f"entity {keys[first:first + 1].tolist()[0]!r} (record {first}): "
+                       f"{reason}{extra}{more}. "
+                       "Nothing was updated.", ents[:20], reason)
+
+
+def check_batch(family: str, keys: np.ndarray, x: np.ndarray, y: np.ndarray,
+                offset: np.ndarray, weight: np.ndarray) -> None:
+    """Raise :class:`UpdateError` (naming the entity) for non-finite values, negative
+    weights or labels outside the family's support; do nothing otherwise.
+
+    Examples:
+        >>> import numpy as np
+        >>> from ctxppl.online import check_batch
+        >>> check_batch("bernoulli", np.array(["a", "b"]), np.ones((2, 1)),
+        ...             np.array([1.0, 2.0]), np.zeros(2), np.ones(2))
+        Traceback (most recent call last):
+        ...
+        ctxppl.online._features.UpdateError: entity 'b' (record 1): label outside the support of the bernoulli family (expected 0 or 1; got 2.0). Nothing was updated.
+    """
+    masks = [("features", ~np.all(np.isfinite(x), axis=-1)), ("label", ~np.isfinite(y)),
+             ("offset", ~np.isfinite(offset)), ("weight", ~np.isfinite(weight))]
+    nonfinite = masks[0][1] | masks[1][1] | masks[2][1] | masks[3][1]
+    if nonfinite.any():
+        first = int(np.argmax(nonfinite))
+        which = " and ".join(name for name, m in masks if m[first])
+        raise _describe(keys, nonfinite, f"non-finite {which} (NaN or inf)")
+    if np.any(weight < 0):
+        raise _describe(keys, weight < 0, "negative record weight")
+    bad: Any = None
+    if family == "bernoulli":
+        bad, want = (y != 0) & (y != 1), "0 or 1"
+    elif family == "poisson":
+        bad, want = (y < 0) | (y != np.round(y)), "a non-negative integer count"
+    if bad is not None and bad.any():
+        got = y[np.flatnonzero(bad)[0]]
+        raise _describe(keys, bad, f"label outside the support of the {family} family",
+                        f" (expected {want}; got {got})")

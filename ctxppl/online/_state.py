@@ -1,0 +1,167 @@
+"""Per-entity state: one pytree of arrays, an entity-key index, exact save/load."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["EntityState", "EntityIndex", "write_npz", "read_npz"]
+
+
+class EntityState(NamedTuple):
+    """Everything an entity type knows, one row per entity (a pytree of arrays).
+
+    Attributes:
+        mean: Posterior means ``(E, d)``.
+        precision: Posterior precisions ``(E, d, d)`` (full) or ``(E, d)`` (diagonal).
+        prior_mean: Base prior means ``(E, d)`` (from ``prior_mean=``, e.g. a context
+            encoder); the forgetting factor pulls towards it.
+        count: Records absorbed ``(E,)``.
+        step: Update step that last changed the entity ``(E,)`` (-1: never); an update with
+            a step not above it skips the entity, so replaying a stream is idempotent.
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+    prior_mean: np.ndarray
+    count: np.ndarray
+    step: np.ndarray
+
+    @classmethod
+    def empty(cls, num_features: int, covariance: str, dtype: Any,
+              capacity: int = 0) -> EntityState:
+        """An empty state with room for ``capacity`` entities."""
+        d = num_features
+        prec = (capacity, d, d) if covariance == "full" else (capacity, d)
+        return cls(np.zeros((capacity, d), dtype), np.zeros(prec, dtype),
+                   np.zeros((capacity, d), dtype), np.zeros(capacity, np.int64),
+                   np.full(capacity, -1, np.int64))
+
+    def take(self, rows: np.ndarray) -> EntityState:
+        """The rows ``rows`` (a copy)."""
+        return EntityState(*(a[rows] for a in self))
+
+    def grow(self, capacity: int) -> EntityState:
+        """A copy with room for ``capacity`` entities (new rows zero, step -1)."""
+        n = self.mean.shape[0]
+        if capacity <= n:
+            return self
+        out = []
+        for name, a in zip(self._fields, self, strict=True):
+            b = np.full((capacity,) + a.shape[1:], -1 if name == "step" else 0, a.dtype)
+            b[:n] = a
+            out.append(b)
+        return EntityState(*out)
+
+
+def _key_kind(keys: np.ndarray) -> str:
+    if keys.dtype.kind in "iu":
+        return "int"
+    if keys.dtype.kind == "U":
+        return "str"
+    if keys.dtype.kind == "O" and all(isinstance(k, str) for k in keys.tolist()):
+        return "str"
+    if keys.dtype.kind == "b":
+        raise TypeError("entity keys must be integers or strings; got booleans.")
+    raise TypeError(f"entity keys must be integers or strings (all of one kind); got dtype "
+                    f"{keys.dtype} with values like {keys[:3].tolist()!r}.")
+
+
+def as_keys(ids: Any, name: str = "ids") -> np.ndarray:
+    """Entity keys as a 1-d int64 or object-of-str array (with a clear error otherwise)."""
+    keys = np.asarray(ids)
+    if keys.ndim != 1:
+        raise ValueError(f"`{name}` must be a 1-d array of entity keys; got shape {keys.shape}.")
+    if keys.size == 0:
+        return keys.astype(np.int64)
+    kind = _key_kind(keys)
+    return keys.astype(np.int64) if kind == "int" else keys.astype(object)
+
+
+class EntityIndex:
+    """Entity keys (ints or strings) <-> state rows, looked up with a pandas hash index.
+
+    Examples:
+        >>> from ctxppl.online import EntityIndex
+        >>> idx = EntityIndex(["u1", "u2"])
+        >>> idx.rows(["u2", "u9"]).tolist()
+        [1, -1]
+    """
+
+    def __init__(self, keys: Any = ()):
+        keys = as_keys(np.asarray(keys, dtype=object if len(keys) == 0 else None), "keys")
+        self._keys = keys
+        self._index = pd.Index(keys)
+        if not self._index.is_unique:
+            raise ValueError("entity keys must be unique.")
+        self.kind = _key_kind(keys) if keys.size else None
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Key of each row."""
+        return self._keys
+
+    def __len__(self) -> int:
+        return self._keys.size
+
+    def check_kind(self, keys: np.ndarray) -> None:
+        """Raise if ``keys`` are not of the kind (int/str) already stored."""
+        if self.kind is not None and keys.size and _key_kind(keys) != self.kind:
+            raise TypeError(f"entity keys of this table are {self.kind}s; got "
+                            f"{_key_kind(keys)}s (e.g. {keys[0]!r}).")
+
+    def rows(self, keys: Any) -> np.ndarray:
+        """Row of each key (-1 when unknown)."""
+        keys = as_keys(keys, "keys")
+        if not len(self) or not keys.size:
+            return np.full(keys.size, -1, np.int64)
+        self.check_kind(keys)
+        return self._index.get_indexer(keys).astype(np.int64)
+
+    def extended(self, new_keys: np.ndarray) -> EntityIndex:
+        """A new index with ``new_keys`` (unknown, distinct) appended."""
+        if not new_keys.size:
+            return self
+        self.check_kind(new_keys)
+        out = EntityIndex.__new__(EntityIndex)
+        out._keys = np.concatenate([self._keys, new_keys]) if len(self) else new_keys
+        out._index = pd.Index(out._keys)
+        out.kind = _key_kind(out._keys)
+        return out
+
+    def to_array(self) -> np.ndarray:
+        """Keys as a savable array (int64, or unicode strings)."""
+        if self.kind == "str":
+            return self._keys.astype(str)
+        return self._keys.astype(np.int64)
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+              meta: Mapping[str, Any]) -> None:
+    """Write arrays + JSON metadata to ``path`` atomically (temp file, then rename), so a
+    crash mid-write leaves the previous checkpoint intact."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, __meta__=np.asarray(json.dumps(dict(meta))), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Inverse of :func:`write_npz` (no pickles are loaded)."""
+    with np.load(os.fspath(path), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(str(z["__meta__"]))
+    return arrays, meta

@@ -1,0 +1,608 @@
+r"""Update rules for per-entity random effects: pure, jitted, vmapped over entities.
+
+Every rule is one sequential Laplace step. For an entity with previous posterior mean
+:math:`m` and precision :math:`P`, base prior :math:`\mathcal N(m_0, \mathrm{diag}(p_0)^{-1})`
+and forgetting factor :math:`\delta \in [0, 1]`, a minibatch :math:`(X, y, o, w)` gives
+
+.. math::
+
+    \theta^\star = \arg\min_\theta \; \sum_r w_r\, \ell(y_r, x_r^\top\theta + o_r)
+        + \tfrac{\delta}{2} (\theta - m)^\top P (\theta - m)
+        + \tfrac{1-\delta}{2} (\theta - m_0)^\top \mathrm{diag}(p_0) (\theta - m_0),
+
+    P^\star = X^\top \mathrm{diag}(w\, v(\theta^\star)) X + \delta P + (1-\delta)\,\mathrm{diag}(p_0),
+
+with :math:`\ell` the negative log likelihood of the family and :math:`v` its second
+derivative in the linear predictor. :math:`\delta = 1` is exact sequential Bayesian updating
+(the full precision carries over), :math:`\delta = 0` forgets everything but the base prior
+(an L2-penalised fit of the minibatch alone, as Lambda Learner's ``TrainerLogisticLossWithL2``
+and ``TrainerSquareLossWithL2``). With :math:`m_0 = 0, p_0 = \lambda` this is exactly Lambda
+Learner's ``TrainerSequentialBayesianLogisticLossWithL2`` objective and Hessian.
+
+The minimiser is found by damped Newton iterations inside ``lax.while_loop`` (a Gaussian
+likelihood needs one step). Entities that have converged are frozen, so an entity's result
+does not depend on which other entities share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float
+
+__all__ = ["Rule", "rule", "ridge", "logistic", "bayes_logistic", "bayes_poisson",
+           "bayes_linear", "UpdateOutput", "update_entities", "entity_update", "padded_size",
+           "FAMILIES", "STATUS"]
+
+FAMILIES = ("gaussian", "bernoulli", "poisson")
+_ALIASES = {"linear": "gaussian", "normal": "gaussian", "logistic": "bernoulli",
+            "binomial": "bernoulli"}
+#: status codes returned per entity by :func:`update_entities`.
+STATUS = {0: "converged", 1: "did not converge", 2: "non-finite objective or Hessian"}
+_UNROLL_MAX = 16  # Cholesky unrolled into vectorised scalar ops up to this many features
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    r"""How one entity's coefficients absorb a minibatch (hashable: a static jit argument).
+
+    Build it with :func:`rule` or one of the shortcuts (:func:`ridge`, :func:`logistic`,
+    :func:`bayes_logistic`, :func:`bayes_poisson`, :func:`bayes_linear`).
+
+    Attributes:
+        family: ``"gaussian"`` (identity link), ``"bernoulli"`` (logit) or ``"poisson"`` (log).
+        prior_precision: Base prior precision :math:`p_0` (a float, or a tuple with one value
+            per feature). Lambda Learner's ``penalty``.
+        delta: Forgetting factor :math:`\delta` in ``[0, 1]``; 1 keeps the whole past.
+        covariance: ``"full"`` (a ``(d, d)`` precision per entity) or ``"diag"``.
+        dispersion: Noise variance of the Gaussian family (ignored otherwise).
+        max_iter: Newton iterations before an update counts as not converged.
+        tol: Stop when the Newton step is below ``tol * (1 + max|theta|)``; ``None`` means
+            the square root of the data type's machine epsilon.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.rule("bernoulli", prior_precision=2.0, delta=0.8).family
+        'bernoulli'
+    """
+
+    family: str = "bernoulli"
+    prior_precision: float | tuple[float, ...] = 1.0
+    delta: float = 1.0
+    covariance: str = "full"
+    dispersion: float = 1.0
+    max_iter: int = 50
+    tol: float | None = None
+
+    def __post_init__(self) -> None:
+        fam = _ALIASES.get(self.family, self.family)
+        if fam not in FAMILIES:
+            raise ValueError(f"`family` must be one of {FAMILIES} (or an alias in "
+                             f"{sorted(_ALIASES)}); got {self.family!r}.")
+        object.__setattr__(self, "family", fam)
+        pp = self.prior_precision
+        pp = tuple(float(p) for p in np.ravel(pp)) if np.ndim(pp) else float(pp)
+        if np.any(~np.isfinite(pp)) or np.any(np.asarray(pp) <= 0):
+            raise ValueError("`prior_precision` must be positive and finite (a proper prior "
+                             f"keeps every update well posed); got {self.prior_precision!r}.")
+        object.__setattr__(self, "prior_precision", pp)
+        if not 0.0 <= float(self.delta) <= 1.0:
+            raise ValueError(f"`delta` must lie in [0, 1]; got {self.delta!r}.")
+        object.__setattr__(self, "delta", float(self.delta))
+        if self.covariance not in ("full", "diag"):
+            raise ValueError(f"`covariance` must be 'full' or 'diag'; got {self.covariance!r}.")
+        if not float(self.dispersion) > 0:
+            raise ValueError(f"`dispersion` must be positive; got {self.dispersion!r}.")
+        object.__setattr__(self, "dispersion", float(self.dispersion))
+        if int(self.max_iter) < 1:
+            raise ValueError(f"`max_iter` must be at least 1; got {self.max_iter!r}.")
+        object.__setattr__(self, "max_iter", int(self.max_iter))
+        if self.tol is not None and not float(self.tol) > 0:
+            raise ValueError(f"`tol` must be positive or None; got {self.tol!r}.")
+
+    def prior_vector(self, num_features: int, dtype: np.dtype) -> np.ndarray:
+        """The base prior precision as a ``(num_features,)`` array."""
+        pp = np.asarray(self.prior_precision, dtype=dtype)
+        if pp.ndim and pp.shape != (num_features,):
+            raise ValueError(f"`prior_precision` has {pp.shape[0]} values but the model has "
+                             f"{num_features} features.")
+        return np.broadcast_to(pp, (num_features,)).copy()
+
+    def to_dict(self) -> dict:
+        """Plain-Python fields (for saving)."""
+        d = dataclasses.asdict(self)
+        if isinstance(d["prior_precision"], tuple):
+            d["prior_precision"] = list(d["prior_precision"])
+        return d
+
+
+def rule(family: str = "bernoulli", *, prior_precision: float | tuple[float, ...] = 1.0,
+         delta: float = 1.0, covariance: str = "full", dispersion: float = 1.0,
+         max_iter: int = 50, tol: float | None = None) -> Rule:
+    r"""An update rule: the sequential Laplace step of the module docstring.
+
+    Args:
+        family: ``"gaussian"``, ``"bernoulli"`` or ``"poisson"``.
+        prior_precision: Base prior precision :math:`p_0` (float or one per feature).
+        delta: Forgetting factor in ``[0, 1]`` (1: exact sequential Bayes; 0: only the
+            current minibatch and the base prior count).
+        covariance: ``"full"`` or ``"diag"`` precision per entity.
+        dispersion: Gaussian noise variance.
+        max_iter: Newton iteration limit.
+        tol: Newton step tolerance (default ``sqrt(eps)`` of the data type).
+
+    Returns:
+        A :class:`Rule`.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> r = ctx.online.rule("poisson", delta=0.9, covariance="diag")
+        >>> (r.family, r.delta, r.covariance)
+        ('poisson', 0.9, 'diag')
+    """
+    return Rule(family, prior_precision, delta, covariance, dispersion, max_iter, tol)
+
+
+def ridge(alpha: float = 1.0, *, delta: float = 1.0, covariance: str = "full") -> Rule:
+    r"""Ridge regression updated online (recursive least squares with an L2 prior).
+
+    With ``delta=1`` the coefficients after any number of minibatches equal the closed-form
+    ridge solution :math:`(\alpha I + X^\top X)^{-1} X^\top (y - o)` on every record seen.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.ridge(0.5).family
+        'gaussian'
+    """
+    return Rule("gaussian", alpha, delta, covariance)
+
+
+def bayes_linear(prior_precision: float = 1.0, *, noise_variance: float = 1.0,
+                 delta: float = 1.0, covariance: str = "full") -> Rule:
+    r"""Bayesian linear regression with known noise variance (conjugate, exact updates).
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.bayes_linear(noise_variance=0.25).dispersion
+        0.25
+    """
+    return Rule("gaussian", prior_precision, delta, covariance, noise_variance)
+
+
+def logistic(l2: float = 1.0, *, covariance: str = "full", max_iter: int = 50) -> Rule:
+    r"""L2-penalised logistic regression of each minibatch (no memory: ``delta=0``).
+
+    The same objective as Lambda Learner's ``TrainerLogisticLossWithL2``; the returned
+    precision is the Hessian of that objective.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.logistic(10.0).delta
+        0.0
+    """
+    return Rule("bernoulli", l2, 0.0, covariance, 1.0, max_iter)
+
+
+def bayes_logistic(prior_precision: float = 1.0, *, delta: float = 1.0,
+                   covariance: str = "full", max_iter: int = 50) -> Rule:
+    r"""Sequential Bayesian logistic regression with a Laplace posterior and forgetting.
+
+    ``bayes_logistic(lam, delta=d)`` is Lambda Learner's
+    ``TrainerSequentialBayesianLogisticLossWithL2(penalty=lam, delta=d)``.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.bayes_logistic(10.0, delta=0.8).delta
+        0.8
+    """
+    return Rule("bernoulli", prior_precision, delta, covariance, 1.0, max_iter)
+
+
+def bayes_poisson(prior_precision: float = 1.0, *, delta: float = 1.0,
+                  covariance: str = "full", max_iter: int = 50) -> Rule:
+    r"""Sequential Bayesian Poisson regression (log link) with a Laplace posterior.
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.bayes_poisson().family
+        'poisson'
+    """
+    return Rule("poisson", prior_precision, delta, covariance, 1.0, max_iter)
+
+
+# ----------------------------------------------------------------------------- families
+def _nll(family: str, y: jax.Array, eta: jax.Array, dispersion: float) -> jax.Array:
+    if family == "bernoulli":
+        return jax.nn.softplus(eta) - y * eta
+    if family == "poisson":
+        return jnp.exp(eta) - y * eta
+    return 0.5 * (y - eta) ** 2 / dispersion
+
+
+def _score_var(family: str, y: jax.Array, eta: jax.Array,
+               dispersion: float) -> tuple[jax.Array, jax.Array]:
+    """d nll / d eta and d^2 nll / d eta^2."""
+    if family == "bernoulli":
+        p = jax.nn.sigmoid(eta)
+        return p - y, p * (1 - p)
+    if family == "poisson":
+        mu = jnp.exp(eta)
+        return mu - y, mu
+    return (eta - y) / dispersion, jnp.full_like(eta, 1.0 / dispersion)
+
+
+# ----------------------------------------------------------------------------- linear algebra
+def _cholesky(h: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of one ``(d, d)`` matrix.
+
+    For small ``d`` the factorisation is unrolled into scalar operations, which vmap turns
+    into SIMD loops over entities (several times faster on CPU than one LAPACK call per
+    entity); larger ``d`` uses ``jnp.linalg.cholesky``.
+    """
+    d = h.shape[-1]
+    if d > _UNROLL_MAX:
+        return jnp.linalg.cholesky(h)
+    cols: list[list[jax.Array]] = [[None] * d for _ in range(d)]  # type: ignore[list-item]
+    for j in range(d):
+        s = h[j, j]
+        for k in range(j):
+            s = s - cols[j][k] ** 2
+        ljj = jnp.sqrt(s)
+        cols[j][j] = ljj
+        for i in range(j + 1, d):
+            s = h[i, j]
+            for k in range(j):
+                s = s - cols[i][k] * cols[j][k]
+            cols[i][j] = s / ljj
+    zero = jnp.zeros((), h.dtype)
+    return jnp.stack([jnp.stack([cols[i][j] if j <= i else zero for j in range(d)])
+                      for i in range(d)])
+
+
+def _cho_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve ``(L L^T) x = b`` for one ``(d,)`` right-hand side."""
+    d = chol.shape[-1]
+    if d > _UNROLL_MAX:
+        return jax.scipy.linalg.cho_solve((chol, True), b)
+    z: list[jax.Array] = []
+    for i in range(d):
+        s = b[i]
+        for k in range(i):
+            s = s - chol[i, k] * z[k]
+        z.append(s / chol[i, i])
+    x: list[jax.Array] = [None] * d  # type: ignore[list-item]
+    for i in reversed(range(d)):
+        s = z[i]
+        for k in range(i + 1, d):
+            s = s - chol[k, i] * x[k]
+        x[i] = s / chol[i, i]
+    return jnp.stack(x)
+
+
+def _tri_solve_upper_t(chol: jax.Array, z: jax.Array) -> jax.Array:
+    """Solve ``L^T x = z`` (so ``x ~ N(0, (L L^T)^{-1})`` when ``z ~ N(0, I)``)."""
+    return jax.scipy.linalg.solve_triangular(chol, z, lower=True, trans="T")
+
+
+# ----------------------------------------------------------------------------- the update
+class UpdateOutput(NamedTuple):
+    """Result of :func:`update_entities` (leading axis: entities).
+
+    Attributes:
+        mean: New posterior means ``(U, d)``.
+        precision: New precisions ``(U, d, d)`` (full) or ``(U, d)`` (diag).
+        status: ``0`` converged, ``1`` hit ``max_iter``, ``2`` non-finite (see ``STATUS``).
+        num_iter: Newton iterations used.
+        step: Size of the last Newton step (max-abs).
+    """
+
+    mean: jax.Array
+    precision: jax.Array
+    status: jax.Array
+    num_iter: jax.Array
+    step: jax.Array
+
+
+_CHUNK = 64  # entities per lax.map chunk: their data stays in cache across Newton steps
+_REFRESH = 1e-3  # recompute the Hessian only while Newton steps are larger than this
+
+
+def _hessian_data(x: jax.Array, wv: jax.Array) -> jax.Array:
+    # sum_r wv_r x_r x_r^T as a broadcast-multiply-reduce: XLA fuses it into one loop, which
+    # on CPU is ~3x faster than the equivalent batched dot_general for d ~ 10.
+    return jnp.sum((x * wv[:, None])[:, :, None] * x[:, None, :], axis=0)
+
+
+class _Data(NamedTuple):
+    """One entity's quadratic prior (q, b) and records."""
+
+    q: jax.Array
+    b: jax.Array
+    x: jax.Array
+    y: jax.Array
+    offset: jax.Array
+    weight: jax.Array
+
+
+def _setup(r: Rule, mean: jax.Array, precision: jax.Array, prior_mean: jax.Array,
+           x: jax.Array, y: jax.Array, offset: jax.Array, weight: jax.Array) -> _Data:
+    dtype = x.dtype
+    p0 = jnp.asarray(r.prior_vector(x.shape[-1], np.dtype(dtype)))
+    delta = jnp.asarray(r.delta, dtype)
+    if r.covariance == "full":
+        q = delta * precision + (1 - delta) * jnp.diag(p0)
+        b = delta * (precision @ mean) + (1 - delta) * p0 * prior_mean
+    else:
+        q = jnp.diag(delta * precision + (1 - delta) * p0)
+        b = delta * precision * mean + (1 - delta) * p0 * prior_mean
+    return _Data(q, b, x, y, offset, weight)
+
+
+def _quad(dat: _Data, th: jax.Array) -> jax.Array:
+    return 0.5 * th @ (dat.q @ th) - dat.b @ th
+
+
+def _data_nll(r: Rule, dat: _Data, eta: jax.Array) -> jax.Array:
+    return jnp.sum(dat.weight * _nll(r.family, dat.y, eta, r.dispersion))
+
+
+def _grad(r: Rule, dat: _Data, th: jax.Array, eta: jax.Array) -> jax.Array:
+    s, _ = _score_var(r.family, dat.y, eta, r.dispersion)
+    return dat.x.T @ (dat.weight * s) + dat.q @ th - dat.b
+
+
+def _hess(r: Rule, dat: _Data, eta: jax.Array) -> jax.Array:
+    _, v = _score_var(r.family, dat.y, eta, r.dispersion)
+    return _hessian_data(dat.x, dat.weight * v) + dat.q
+
+
+def _line_search(r: Rule, dat: _Data, th: jax.Array, eta: jax.Array, f: jax.Array,
+                 step: jax.Array, xs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Backtracking along ``th - t * step``: halve ``t`` until the objective does not increase
+    (up to rounding). The linear predictor moves as ``eta - t * xs``, so a trial costs O(n),
+    not a pass over the features.
+    """
+    dtype = th.dtype
+    slack = 4 * jnp.finfo(dtype).eps * (jnp.abs(f) + 1)
+
+    def value(t: jax.Array) -> jax.Array:
+        return _data_nll(r, dat, eta - t * xs) + _quad(dat, th - t * step)
+
+    def cond(s: tuple) -> jax.Array:
+        _, fn, k = s
+        return (~(fn <= f + slack)) & (k < 30)
+
+    def body(s: tuple) -> tuple:
+        t, _, k = s
+        t = t * 0.5
+        return t, value(t), k + 1
+
+    one = jnp.ones((), dtype)
+    t, fn, _ = lax.while_loop(cond, body, (one, value(one), jnp.zeros((), jnp.int32)))
+    return t, fn
+
+
+def _solve_chunk(r: Rule, mean: jax.Array, precision: jax.Array, prior_mean: jax.Array,
+                 x: jax.Array, y: jax.Array, offset: jax.Array,
+                 weight: jax.Array) -> UpdateOutput:
+    """Newton iterations for a chunk of entities (leading axis), loop control per chunk.
+
+    Each entity recomputes its Hessian while its steps are large and reuses the last
+    Cholesky factor once they are small (chord steps converge about as fast there but cost a
+    fraction). The Hessian is computed for the chunk only when some running entity needs it
+    (``lax.cond`` on the chunk), and each entity's path depends only on its own data. The
+    linear predictor is carried, so an iteration makes two passes over the features (three
+    with a Hessian).
+    """
+    dtype = x.dtype
+    full = r.covariance == "full"
+    dat = jax.vmap(lambda *a: _setup(r, *a))(mean, precision, prior_mean, x, y, offset, weight)
+    vgrad = jax.vmap(lambda d_, t, e: _grad(r, d_, t, e))
+    vhess = jax.vmap(lambda d_, e: _hess(r, d_, e))
+    vchol = jax.vmap(_cholesky)
+    vsolve = jax.vmap(_cho_solve)
+    vmatvec = jax.vmap(jnp.matmul)
+    vls = jax.vmap(lambda *a: _line_search(r, *a))
+    tol = r.tol if r.tol is not None else float(np.sqrt(np.finfo(dtype).eps))
+    u = x.shape[0]
+
+    def finish(th: jax.Array, status: jax.Array, iters: jax.Array,
+               size: jax.Array) -> UpdateOutput:
+        h = vhess(dat, vmatvec(x, th) + offset)
+        chol_ok = jnp.all(jnp.diagonal(vchol(h), axis1=-2, axis2=-1) > 0, -1)
+        ok = jnp.all(jnp.isfinite(th), -1) & jnp.all(jnp.isfinite(h), (-2, -1)) & chol_ok
+        status = jnp.where(ok, status, 2).astype(jnp.int32)
+        prec = h if full else jnp.diagonal(h, axis1=-2, axis2=-1)
+        return UpdateOutput(th, prec, status, iters.astype(jnp.int32), size)
+
+    eta0 = vmatvec(x, mean) + offset
+    if r.family == "gaussian":  # quadratic objective: one Newton step is exact
+        step = vsolve(vchol(vhess(dat, eta0)), vgrad(dat, mean, eta0))
+        return finish(mean - step, jnp.zeros((u,), jnp.int32), jnp.ones((u,), jnp.int32),
+                      jnp.max(jnp.abs(step), -1))
+
+    def cond(c: tuple) -> jax.Array:
+        it, status = c[0], c[7]
+        return jnp.any(status < 0) & (it < r.max_iter)
+
+    def body(c: tuple) -> tuple:
+        it, th, eta, f, g, chol, size, status, refresh, iters = c
+        running = status < 0
+        need = refresh & running
+        chol = lax.cond(jnp.any(need),
+                        lambda: jnp.where(need[:, None, None], vchol(vhess(dat, eta)), chol),
+                        lambda: chol)
+        step = vsolve(chol, g)
+        xs = vmatvec(x, step)
+        t, fn = vls(dat, th, eta, f, step, xs)
+        tstep = t[:, None] * step
+        new_size = jnp.max(jnp.abs(tstep), -1)
+        th_new = th - tstep
+        eta_new = eta - t[:, None] * xs
+        scale = 1 + jnp.max(jnp.abs(th_new), -1)
+        bad = ~(jnp.isfinite(fn) & jnp.isfinite(new_size))
+        done = new_size <= tol * scale
+        # large steps, or chord steps that contract poorly, ask for a fresh Hessian
+        new_refresh = (new_size > _REFRESH * scale) | (new_size > 0.1 * size)
+        keep = running & ~bad
+        th = jnp.where(keep[:, None], th_new, th)
+        eta = jnp.where(keep[:, None], eta_new, eta)
+        f = jnp.where(keep, fn, f)
+        g = vgrad(dat, th, eta)
+        size = jnp.where(running, new_size, size)
+        status = jnp.where(running, jnp.where(bad, 2, jnp.where(done, 0, -1)), status)
+        refresh = jnp.where(running, new_refresh, refresh)
+        return it + 1, th, eta, f, g, chol, size, status, refresh, iters + running
+
+    f0 = jax.vmap(lambda d_, e, t: _data_nll(r, d_, e) + _quad(d_, t))(dat, eta0, mean)
+    eye = jnp.broadcast_to(jnp.eye(x.shape[-1], dtype=dtype), (u,) + (x.shape[-1],) * 2)
+    init = (jnp.zeros((), jnp.int32), mean, eta0, f0, vgrad(dat, mean, eta0), eye,
+            jnp.full((u,), jnp.inf, dtype), jnp.full((u,), -1, jnp.int32),
+            jnp.ones((u,), bool), jnp.zeros((u,), jnp.int32))
+    out = lax.while_loop(cond, body, init)
+    th, size, status, iters = out[1], out[6], out[7], out[9]
+    status = jnp.where(status < 0, 1, status)
+    return finish(th, status, iters, size)
+
+
+def entity_update(r: Rule, mean: Float[Array, " d"], precision: Float[Array, "..."],
+                  prior_mean: Float[Array, " d"], x: Float[Array, "n d"],
+                  y: Float[Array, " n"], offset: Float[Array, " n"],
+                  weight: Float[Array, " n"]) -> UpdateOutput:
+    r"""One entity's update (unbatched form of :func:`update_entities`).
+
+    Args:
+        r: The :class:`Rule`.
+        mean: Previous posterior mean ``(d,)``.
+        precision: Previous precision, ``(d, d)`` for full or ``(d,)`` for diagonal rules.
+        prior_mean: Base prior mean ``(d,)`` (e.g. from a context encoder).
+        x: Features of the entity's records ``(n, d)`` (padding rows have weight 0).
+        y: Labels ``(n,)``.
+        offset: Fixed-effect scores ``(n,)``.
+        weight: Record weights ``(n,)``.
+
+    Returns:
+        An :class:`UpdateOutput` for this entity (no leading axis).
+
+    Examples:
+        >>> import jax.numpy as jnp, ctxppl as ctx
+        >>> r = ctx.online.ridge(1.0)
+        >>> out = ctx.online.entity_update(r, jnp.zeros(1), jnp.eye(1), jnp.zeros(1),
+        ...                                jnp.ones((3, 1)), jnp.full(3, 2.0), jnp.zeros(3),
+        ...                                jnp.ones(3))
+        >>> float(out.mean[0])  # (1 + 3)^-1 * 6
+        1.5
+    """
+    args = (mean, precision, prior_mean, x, y, offset, weight)
+    out = update_entities(r, *(jnp.asarray(a)[None] for a in args))
+    return UpdateOutput(*(a[0] for a in out))
+
+
+def _update_entities_impl(r: Rule, mean: jax.Array, precision: jax.Array,
+                          prior_mean: jax.Array, x: jax.Array, y: jax.Array,
+                          offset: jax.Array, weight: jax.Array) -> UpdateOutput:
+    u = x.shape[0]
+    chunk = min(u, _CHUNK)
+    args = (mean, precision, prior_mean, x, y, offset, weight)
+    if u == chunk:
+        return _solve_chunk(r, *args)
+    split = [a.reshape((u // chunk, chunk) + a.shape[1:]) for a in args]
+    out = lax.map(lambda a: _solve_chunk(r, *a), split)
+    return UpdateOutput(*(a.reshape((u,) + a.shape[2:]) for a in out))
+
+
+_update_entities = jax.jit(_update_entities_impl, static_argnums=0)
+
+
+def padded_size(n: int, quantum: int = 1) -> int:
+    """Round ``n`` up to ``quantum * k`` with ``k`` in {1, 2, 3, 4, 6, 8, 12, 16, ...}.
+
+    Few distinct sizes (so few compilations) and at most 1/3 padding.
+
+    Examples:
+        >>> from ctxppl.online import padded_size
+        >>> [padded_size(n) for n in (1, 5, 7, 13, 50)]
+        [1, 6, 8, 16, 64]
+    """
+    k = max(1, -(-int(n) // quantum))
+    p = 1
+    while p < k:
+        if p * 3 // 2 >= k and p >= 2:
+            return quantum * (p * 3 // 2)
+        p *= 2
+    return quantum * p
+
+
+def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, "U ..."],
+                    prior_mean: Float[Array, "U d"], x: Float[Array, "U n d"],
+                    y: Float[Array, "U n"], offset: Float[Array, "U n"],
+                    weight: Float[Array, "U n"]) -> UpdateOutput:
+    r"""Update many entities at once: the rule's Newton solve, vectorised over entities.
+
+    Ragged minibatches are padded: entity ``u`` owns rows ``x[u, :n_u]`` and the padding
+    rows carry ``weight == 0`` (:func:`ctxppl.online.pad_records` builds such buckets).
+    Entities are processed in chunks of 64 (``lax.map`` over ``vmap``-ed chunks); the entity
+    axis is padded internally to one of few sizes, so streams of varying batch sizes compile
+    only a handful of times. The function is pure: the caller decides whether to keep the
+    result (:class:`ctxppl.online.RandomEffects` checks ``status`` first).
+
+    Args:
+        r: The :class:`Rule` (static).
+        mean: Previous means ``(U, d)``.
+        precision: Previous precisions ``(U, d, d)`` (full) or ``(U, d)`` (diag).
+        prior_mean: Base prior means ``(U, d)``.
+        x: Padded features ``(U, n, d)``.
+        y: Padded labels ``(U, n)``.
+        offset: Padded fixed-effect scores ``(U, n)``.
+        weight: Padded record weights ``(U, n)`` (0 on padding).
+
+    Returns:
+        An :class:`UpdateOutput` with a leading entity axis ``U``.
+
+    Examples:
+        >>> import jax.numpy as jnp, ctxppl as ctx
+        >>> r = ctx.online.bayes_logistic(1.0)
+        >>> U, n, d = 2, 4, 2
+        >>> out = ctx.online.update_entities(
+        ...     r, jnp.zeros((U, d)), jnp.tile(jnp.eye(d), (U, 1, 1)), jnp.zeros((U, d)),
+        ...     jnp.ones((U, n, d)), jnp.array([[1., 1, 1, 0], [0, 0, 0, 1]]),
+        ...     jnp.zeros((U, n)), jnp.ones((U, n)))
+        >>> out.status.tolist(), (out.mean[:, 0] > 0).tolist()
+        ([0, 0], [True, False])
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"`x` must have shape (entities, records, features); got {x.shape}.")
+    u, n, d = x.shape
+    want = {"mean": (u, d), "prior_mean": (u, d), "y": (u, n), "offset": (u, n),
+            "weight": (u, n),
+            "precision": (u, d, d) if r.covariance == "full" else (u, d)}
+    got = {"mean": mean, "prior_mean": prior_mean, "y": y, "offset": offset,
+           "weight": weight, "precision": precision}
+    got = {k: jnp.asarray(v, x.dtype) for k, v in got.items()}
+    for k, shape in want.items():
+        if tuple(got[k].shape) != shape:
+            raise ValueError(f"`{k}` must have shape {shape} for x of shape {x.shape} and "
+                             f"covariance={r.covariance!r}; got {tuple(got[k].shape)}.")
+    if u == 0:
+        raise ValueError("`x` holds no entities (leading axis of size 0).")
+    size = padded_size(u) if u <= _CHUNK else padded_size(u, _CHUNK)
+    args = [got["mean"], got["precision"], got["prior_mean"], x, got["y"], got["offset"],
+            got["weight"]]
+    if size > u:
+        # dummy entities: no records, identity precision -> converge at once
+        pad = size - u
+        fill = [jnp.zeros((pad, d), x.dtype),
+                jnp.broadcast_to(jnp.eye(d, dtype=x.dtype) if r.covariance == "full"
+                                 else jnp.ones(d, x.dtype), (pad,) + want["precision"][1:]),
+                jnp.zeros((pad, d), x.dtype), jnp.zeros((pad, n, d), x.dtype),
+                jnp.zeros((pad, n), x.dtype), jnp.zeros((pad, n), x.dtype),
+                jnp.zeros((pad, n), x.dtype)]
+        args = [jnp.concatenate([a, b]) for a, b in zip(args, fill, strict=True)]
+    out = _update_entities(r, *args)
+    return UpdateOutput(*(a[:u] for a in out)) if size > u else out
