@@ -10,6 +10,7 @@ from ctxppl import nn as nn
 from ctxppl import workflow as workflow
 from ctxppl import models as models
 from ctxppl import online as online
+from ctxppl import estimators as estimators
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
 from ctxppl._primitives import contextual as contextual
@@ -25,5 +26,5 @@ from ctxppl.models.mixed import mixed as mixed
 __version__ = "0.1.0"
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "online",
+           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "online", "estimators",
            "__version__"]

@@ -84,6 +84,27 @@ class Family(NamedTuple):
         return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1.0)
                 + phi * (jnp.log(phi) - log_mu_phi) + y * (eta - log_mu_phi))
 
+    def score_info(self, y: jax.Array, eta: jax.Array, disp: Any = None,
+                   trials: Any = None) -> tuple[jax.Array, jax.Array]:
+        r"""Elementwise :math:`\partial\ell/\partial\eta` and observed information
+        :math:`-\partial^2\ell/\partial\eta^2` (closed forms; autodiff for probit)."""
+        if self.name in ("bernoulli", "binomial") and self.link == "logit":
+            n = 1.0 if trials is None else trials
+            mu = jax.nn.sigmoid(eta)
+            return y - n * mu, n * mu * (1.0 - mu)
+        if self.name == "poisson":
+            mu = jnp.exp(eta)
+            return y - mu, mu
+        if self.name == "negative_binomial":
+            mu = jnp.exp(eta)
+            return (y - mu) * disp / (disp + mu), disp * mu * (disp + y) / (disp + mu) ** 2
+        if self.name == "gaussian":
+            return (y - eta) / disp ** 2, jnp.ones_like(eta) / disp ** 2
+        ll = lambda e: jnp.sum(self.loglik(y, e, disp, trials))  # noqa: E731
+        s = jax.grad(ll)(eta)
+        h = -jax.jvp(jax.grad(ll), (eta,), (jnp.ones_like(eta),))[1]
+        return s, h
+
     def check_outcome(self, y: np.ndarray, trials: np.ndarray | None, rows: Any) -> None:
         """Raise a ``ValueError`` naming offending rows when ``y`` cannot come from the family."""
         y = np.asarray(y, dtype=float)

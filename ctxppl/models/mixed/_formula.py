@@ -439,9 +439,9 @@ def build_design(parsed: ParsedFormula, data: Any, family: Family, *, weights: A
 
     # 3. response
     if parsed.cbind:
-        succ = _as_float(_matrix(f"0 + {parsed.cbind[0]}", data, "the response"),
+        succ = _as_float(_matrix(f"0 + I({parsed.cbind[0]})", data, "the response"),
                          "the response", rows)[:, 0]
-        fail = _as_float(_matrix(f"0 + {parsed.cbind[1]}", data, "the response"),
+        fail = _as_float(_matrix(f"0 + I({parsed.cbind[1]})", data, "the response"),
                          "the response", rows)[:, 0]
         if trials is not None:
             raise ValueError("give either cbind(successes, failures) or `trials`, not both.")
@@ -457,7 +457,7 @@ def build_design(parsed: ParsedFormula, data: Any, family: Family, *, weights: A
                                  f"got dtype {col.dtype}. Recode it (e.g. 0/1 for bernoulli).")
             y = np.asarray(col, dtype=float)
         else:
-            mm = _matrix(f"0 + {parsed.response}", data, "the response")
+            mm = _matrix(f"0 + I({parsed.response})", data, "the response")
             y = _as_float(mm, "the response", rows)
             if y.shape[1] != 1:
                 raise ValueError(f"the response {parsed.response!r} must be one numeric column; "
@@ -502,7 +502,7 @@ def build_design(parsed: ParsedFormula, data: Any, family: Family, *, weights: A
     # 6. offsets, weights
     off = None
     for o in parsed.offsets:
-        v = _as_float(_matrix(f"0 + {o}", data, "offset"), f"offset({o})", rows)[:, 0]
+        v = _as_float(_matrix(f"0 + I({o})", data, "offset"), f"offset({o})", rows)[:, 0]
         off = v if off is None else off + v
     off_arg = arrays.get("offset", _column_or_array(offset, data, "offset"))
     if off_arg is not None:

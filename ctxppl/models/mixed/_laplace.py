@@ -79,10 +79,8 @@ def _inner(family: Family, data: GLMMData, ZL, eta0, disp, structure: Structure,
         return data.w * family.loglik(data.y, eta, disp, data.trials)
 
     def score_info(eta):
-        ll = lambda e: jnp.sum(loglik(e))  # noqa: E731 - elementwise: grad = per-obs derivative
-        s = jax.grad(ll)(eta)
-        h = -jax.jvp(jax.grad(ll), (eta,), (jnp.ones_like(eta),))[1]
-        return s, jnp.maximum(h, 0.0)
+        s, h = family.score_info(data.y, eta, disp, data.trials)
+        return data.w * s, data.w * jnp.maximum(h, 0.0)
 
     if structure.mode == "block":
         G, q = Q, ZL.shape[1]
@@ -152,8 +150,7 @@ def _mode(inner: _Inner, u0, structure: Structure, max_iter: int = 50, tol: floa
     return u, it, err
 
 
-def laplace_parts(psi, data: GLMMData, structure: Structure, family: Family, Q: int):
-    """``(deviance, u_hat, L, lams, inner_iterations, inner_error)`` at ``psi``."""
+def _setup(psi, data: GLMMData, structure: Structure, family: Family, Q: int):
     p = data.X.shape[1]
     n_theta = psi.shape[0] - p - (1 if family.name == "negative_binomial" else 0)
     beta, theta, rest = _split(psi, p, n_theta)
@@ -161,10 +158,16 @@ def laplace_parts(psi, data: GLMMData, structure: Structure, family: Family, Q: 
     lams = make_lambda(theta, structure.layout)
     ZL = _zlam(data.Z, lams, structure)
     eta0 = data.X @ beta + data.offset
-    inner = _inner(family, data, ZL, eta0, disp, structure, Q)
-    shape = (Q, ZL.shape[1]) if structure.mode == "block" else (Q,)
+    return _inner(family, data, ZL, eta0, disp, structure, Q), lams, disp
+
+
+def laplace_deviance(psi, data: GLMMData, structure: Structure, family: Family, Q: int):
+    """``(deviance, (u_hat, inner_iterations, inner_error))`` at ``psi``."""
+    inner, _, disp = _setup(psi, data, structure, family, Q)
+    ZL_cols = data.Z.shape[1]
+    shape = (Q, ZL_cols) if structure.mode == "block" else (Q,)
     u0 = jnp.zeros(shape, psi.dtype)
-    u_k, it, err = _mode(inner, lax.stop_gradient(u0), structure)
+    u_k, it, err = _mode(inner, u0, structure)
     u_k = lax.stop_gradient(u_k)
     g, H = inner.grad_hess(u_k)
     delta, _ = inner.solve(H, g)
@@ -173,7 +176,7 @@ def laplace_parts(psi, data: GLMMData, structure: Structure, family: Family, Q: 
     L = chol(H) if structure.mode == "block" else jnp.linalg.cholesky(H)
     ll = jnp.sum(data.w * family.loglik(data.y, inner.eta(u), disp, data.trials))
     dev = -2.0 * ll + jnp.sum(u * u) + inner.logdet(L)
-    return dev, u, L, lams, it, err
+    return dev, (u, it, err)
 
 
 @partial(jax.jit, static_argnames=("structure", "family", "Q", "max_iter"))
@@ -182,19 +185,16 @@ def fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: F
     """Maximise the Laplace marginal likelihood over ``(beta, theta[, log phi])``."""
     n = data.y.shape[0]
     scale = 1.0 / n
-    p = data.X.shape[1]
 
-    # start beta at the GLM fit without random effects (theta fixed at psi0's value)
-    def glm(beta):
-        disp = (jnp.exp(psi0[-1]) if family.name == "negative_binomial" else None)
-        eta = data.X @ beta + data.offset
-        return -scale * jnp.sum(data.w * family.loglik(data.y, eta, disp, data.trials))
+    def objective(s):  # noqa: ANN001, ANN202
+        dev, aux = laplace_deviance(s, data, structure, family, Q)
+        return scale * dev, aux
 
-    b0 = minimize_newton(glm, psi0[:p], max_iter=50, gtol=1e-6).x
-    psi0 = psi0.at[:p].set(b0)
-    res = minimize_newton(lambda s: scale * laplace_parts(s, data, structure, family, Q)[0],
-                          psi0, max_iter=max_iter, gtol=1e-6)
-    dev, u, L, lams, it, err = laplace_parts(res.x, data, structure, family, Q)
-    return {"psi": res.x, "deviance": dev, "u": u, "L": L, "hess": res.hess / scale,
+    res = minimize_newton(objective, psi0, has_aux=True, max_iter=max_iter, gtol=1e-6)
+    u, it, err = res.aux
+    inner, _, _ = _setup(res.x, data, structure, family, Q)
+    _, H = inner.grad_hess(u)
+    L = chol(H) if structure.mode == "block" else jnp.linalg.cholesky(H)
+    return {"psi": res.x, "deviance": res.fun / scale, "u": u, "L": L, "hess": res.hess / scale,
             "grad": res.grad, "num_iter": res.num_iter, "status": res.status,
             "inner_iter": it, "inner_err": err}

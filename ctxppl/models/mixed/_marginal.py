@@ -256,6 +256,23 @@ def _split_effects(structure: Structure, b: np.ndarray, cv: np.ndarray):  # noqa
     return out_b, out_cv
 
 
+def _glm_start(design: Design, X: np.ndarray) -> np.ndarray:
+    """Fixed effects start: intercept at the link of the mean response, slopes at zero."""
+    beta = np.zeros(X.shape[1])
+    j = design.intercept_column()
+    if j is not None:
+        fam = design.family
+        y = design.y / (1.0 if design.trials is None else design.trials)
+        m = float(np.clip(np.mean(y), 1e-3, None))
+        if fam.link == "log":
+            beta[j] = np.log(m)
+        elif fam.link in ("logit", "probit"):
+            m = float(np.clip(m, 1e-3, 1 - 1e-3))
+            beta[j] = np.log(m / (1 - m)) if fam.link == "logit" else float(
+                __import__("scipy.stats").stats.norm.ppf(m))
+    return beta
+
+
 def _glmm_start(design: Design, th0: np.ndarray) -> np.ndarray:
     fam = design.family
     extra = []
@@ -275,7 +292,7 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
     data = GLMMData(*(jnp.asarray(a, dt) for a in (design.y, X, Z)), jnp.asarray(cols),
                     jnp.asarray(np.ones(n) if w is None else w, dt), jnp.asarray(off, dt),
                     None if trials is None else jnp.asarray(trials, dt))
-    psi0 = np.concatenate([np.zeros(p), _glmm_start(design, th0)])
+    psi0 = np.concatenate([_glm_start(design, X), _glmm_start(design, th0)])
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
     out = jax.device_get(fit_laplace(data, jnp.asarray(psi0, dt), structure, fam, Q, max_iter))

@@ -169,16 +169,21 @@ def _rx(RZX, cu, st: Stats):
     return RX, cb
 
 
-def deviance(theta: jax.Array, st: Stats, structure: Structure, reml: bool) -> jax.Array:
+def deviance(theta: jax.Array, st: Stats, structure: Structure, reml: bool,
+             with_aux: bool = False) -> Any:
     """Profiled (RE)ML deviance on the working scale (no constant for weights/scaling)."""
-    _, _, RZX, cu, ld = _parts(theta, st, structure)
+    lams, L, RZX, cu, ld = _parts(theta, st, structure)
     RX, cb = _rx(RZX, cu, st)
     r2 = st.yty - jnp.sum(cu ** 2) - jnp.sum(cb ** 2)
     n, p = st.n, st.XtX.shape[0]
     if reml:
         ldx = 2.0 * jnp.sum(jnp.log(jnp.diagonal(RX)))
-        return ld + ldx + (n - p) * (1.0 + jnp.log(2 * jnp.pi * r2 / (n - p)))
-    return ld + n * (1.0 + jnp.log(2 * jnp.pi * r2 / n))
+        dev = ld + ldx + (n - p) * (1.0 + jnp.log(2 * jnp.pi * r2 / (n - p)))
+    else:
+        dev = ld + n * (1.0 + jnp.log(2 * jnp.pi * r2 / n))
+    if with_aux:
+        return dev, {"L": L, "RZX": RZX, "cu": cu, "RX": RX, "cb": cb, "r2": r2}
+    return dev
 
 
 @partial(jax.jit, static_argnames=("structure", "reml", "max_iter"))
@@ -186,14 +191,17 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
                  max_iter: int = 100) -> dict[str, jax.Array]:
     """Minimise the profiled deviance and return every estimate (working scale)."""
     scale = 1.0 / st.n
-    res = minimize_newton(lambda t: scale * deviance(t, st, structure, reml), theta0,
-                          max_iter=max_iter, gtol=1e-6)
+
+    def objective(t):  # noqa: ANN001, ANN202
+        dev, aux = deviance(t, st, structure, reml, with_aux=True)
+        return scale * dev, aux
+
+    res = minimize_newton(objective, theta0, has_aux=True, max_iter=max_iter, gtol=1e-6)
     theta = res.x
-    lams, L, RZX, cu, ld = _parts(theta, st, structure)
-    RX, cb = _rx(RZX, cu, st)
+    lams = make_lambda(theta, structure.layout)
+    L, RZX, cu, RX, cb, r2 = (res.aux[k] for k in ("L", "RZX", "cu", "RX", "cb", "r2"))
     p = st.XtX.shape[0]
     beta = jax.scipy.linalg.solve_triangular(RX, cb, lower=True, trans=1)
-    r2 = st.yty - jnp.sum(cu ** 2) - jnp.sum(cb ** 2)
     sigma2 = r2 / (st.n - p) if reml else r2 / st.n
     RXinv = jax.scipy.linalg.solve_triangular(RX, jnp.eye(p, dtype=RX.dtype), lower=True)
     vcov = sigma2 * RXinv.T @ RXinv

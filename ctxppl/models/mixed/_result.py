@@ -391,7 +391,7 @@ class MixedResult:
             for o in des.parsed.offsets:
                 import formulaic as fm
 
-                off += np.asarray(fm.model_matrix(f"0 + {o}", newdata), float)[:, 0]
+                off += np.asarray(fm.model_matrix(f"0 + I({o})", newdata), float)[:, 0]
             if isinstance(des.offset_arg, str):
                 off += np.asarray(newdata[des.offset_arg], float)
             elif des.offset_arg is not None:

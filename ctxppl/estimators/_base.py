@@ -1,0 +1,354 @@
+"""Shared machinery of the contextualized estimators: validation, normalisation, fitting
+(one ``ctx.fit`` or one ``ctx.fit_many`` call), prediction of per-sample parameters,
+save/load."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import numbers
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer.initialization import init_to_uniform
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+
+from ctxppl import infer
+from ctxppl.estimators._predict import predict_sites, split_fit
+from ctxppl.models import Metamodel
+
+__all__ = ["ContextualizedBase", "Interval", "INFERENCE"]
+
+INFERENCE = ("map", "svi", "laplace", "nuts")
+PLATE = "samples"
+
+# A module-level init strategy keeps its identity across fits, so the fit's compiled
+# program (keyed on its static options) is reused. Latent heads start near zero, as the
+# archetypes of contextualized-ml do (uniform +-0.01).
+_INIT = init_to_uniform(radius=0.01)
+
+
+class Interval(NamedTuple):
+    """A per-sample estimate with an equal-tailed interval over bootstraps / draws."""
+
+    estimate: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def _adam(learning_rate: float, num_steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine decay to 1% of the learning rate (cached: one object per setting,
+    so repeated fits hit the compilation cache)."""
+    sched = optax.cosine_decay_schedule(learning_rate, max(num_steps, 1), alpha=0.01)
+    return optax.adam(sched)
+
+
+def _is_pandas(x: Any) -> bool:
+    return hasattr(x, "columns") and hasattr(x, "to_numpy")
+
+
+def _names(x: Any) -> list[str] | None:
+    if _is_pandas(x):
+        return [str(c) for c in x.columns]
+    if hasattr(x, "to_numpy") and getattr(x, "name", None) is not None:  # Series
+        return [str(x.name)]
+    return None
+
+
+def as_2d(name: str, x: Any, *, allow_1d: bool = False, dtype: Any = np.float64
+          ) -> np.ndarray:
+    """Validate one input: numeric, finite, 2-D (or 1-D when allowed), non-empty."""
+    if x is None:
+        raise ValueError(f"`{name}` is required; got None.")
+    if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"`{name}` is a sparse matrix; pass a dense array (x.toarray()).")
+    if hasattr(x, "to_numpy"):
+        x = x.to_numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or np.issubdtype(arr.dtype, np.bool_)):
+        try:
+            arr = arr.astype(dtype)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}.") from e
+    if np.iscomplexobj(arr):
+        raise ValueError(f"`{name}` must be real; got complex data.")
+    if arr.ndim == 1 and allow_1d:
+        pass
+    elif arr.ndim != 2:
+        hint = f" For one feature write `{name}.reshape(-1, 1)`." if arr.ndim == 1 else ""
+        raise ValueError(f"`{name}` must be 2-D (samples, features); got shape "
+                         f"{arr.shape}.{hint}")
+    if arr.shape[0] == 0 or (arr.ndim == 2 and arr.shape[1] == 0):
+        raise ValueError(f"`{name}` is empty (shape {arr.shape}); need at least 1 sample "
+                         "and 1 feature.")
+    arr = arr.astype(dtype)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); drop or impute them "
+                         "before fitting.")
+    return arr
+
+
+def same_rows(**arrays: np.ndarray | None) -> int:
+    """Check that every given array has the same number of rows; return it."""
+    rows = {k: v.shape[0] for k, v in arrays.items() if v is not None}
+    if len(set(rows.values())) > 1:
+        desc = ", ".join(f"`{k}` has {n}" for k, n in rows.items())
+        raise ValueError(f"inputs must have one row per sample; {desc} rows.")
+    return next(iter(rows.values()))
+
+
+class Scaler(NamedTuple):
+    mean: np.ndarray
+    std: np.ndarray
+
+    @staticmethod
+    def fit(name: str, x: np.ndarray, normalize: bool) -> Scaler:
+        d = x.shape[1]
+        if not normalize:
+            return Scaler(np.zeros(d), np.ones(d))
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        const = np.flatnonzero(std <= 1e-12 * np.maximum(1.0, np.abs(mean)))
+        if const.size:
+            raise ValueError(
+                f"`{name}` has constant column(s) {const.tolist()}; they cannot be "
+                "standardised (normalize=True). Drop them, or pass normalize=False.")
+        return Scaler(mean, std)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+
+def _to_jax(x: np.ndarray | None) -> Any:
+    return None if x is None else jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except TypeError:
+        return False
+    return True
+
+
+class ContextualizedBase(BaseEstimator):
+    """Base class: see :class:`ctxppl.estimators.ContextualizedRegressor` for the options."""
+
+    # Sites whose per-sample values `predict_params` returns (subclasses set them).
+    _sites: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ options
+    def _check_options(self) -> None:
+        if self.inference not in INFERENCE:
+            raise ValueError(f"`inference` must be one of {INFERENCE}; got {self.inference!r}.")
+        if not isinstance(self.n_bootstraps, numbers.Integral) or self.n_bootstraps < 1:
+            raise ValueError(f"`n_bootstraps` must be a positive int; got {self.n_bootstraps!r}.")
+        if self.inference == "nuts" and self.n_bootstraps > 1:
+            raise ValueError("`inference='nuts'` cannot be combined with n_bootstraps > 1 (NUTS "
+                             "already gives a posterior); use 'svi' or 'laplace' with "
+                             "bootstraps, or n_bootstraps=1.")
+        if self.val_split is not None and not 0 < self.val_split < 1:
+            raise ValueError(f"`val_split` must be in (0, 1) or None; got {self.val_split!r}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0; got {self.learning_rate!r}.")
+        if self.max_epochs is not None and (not isinstance(self.max_epochs, numbers.Integral)
+                                            or self.max_epochs < 1):
+            raise ValueError(f"`max_epochs` must be a positive int or None; got "
+                             f"{self.max_epochs!r}.")
+        if self.batch_size is not None and (not isinstance(self.batch_size, numbers.Integral)
+                                            or self.batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive int or None; got "
+                             f"{self.batch_size!r}.")
+        if self.prior_scale is not None and not self.prior_scale > 0:
+            raise ValueError(f"`prior_scale` must be > 0; got {self.prior_scale!r}.")
+
+    def _metamodel(self) -> Metamodel:
+        kind = self.metamodel_type
+        return Metamodel(kind=kind, encoder=self.encoder_type,
+                         num_archetypes=int(self.num_archetypes), width=int(self.width),
+                         depth=int(self.depth))
+
+    def _bayesian(self) -> bool:
+        return self.inference != "map"
+
+    # ------------------------------------------------------------------ training plan
+    def _batch(self, n: int) -> int | None:
+        bs = self.batch_size if self.batch_size is not None else _auto_batch(n)
+        return None if bs is None or bs >= n else int(bs)
+
+    def _num_steps(self, n_train: int, bs: int | None) -> int:
+        if self.max_epochs is None:
+            return _auto_steps(n_train)
+        per_epoch = 1 if bs is None else math.ceil(n_train / bs)
+        return int(self.max_epochs) * per_epoch
+
+    def _fit_options(self, n: int) -> tuple[str, dict[str, Any]]:
+        bs = self._batch(n)
+        n_train = n if self.val_split is None else int(round(n * (1 - self.val_split)))
+        steps = self._num_steps(n_train, bs)
+        opt = {"num_steps": steps, "optimizer": _adam(float(self.learning_rate), steps),
+               "learning_rate": float(self.learning_rate), "batch_size": bs,
+               "plate": PLATE, "progress": False, "init_strategy": _INIT,
+               "tol": 0.0, "window": max(1, min(100, steps // 10))}
+        if self.val_split is not None:
+            if self.n_bootstraps > 1:
+                warnings.warn("`val_split` is ignored with n_bootstraps > 1: every bootstrap "
+                              "trains for the full step budget (ctx.fit_many has no early "
+                              "stopping).", UserWarning, stacklevel=4)
+            else:
+                opt.update(val_split=float(self.val_split), patience=int(self.es_patience))
+        method = self.inference
+        if method in ("svi", "laplace"):
+            opt["num_samples"] = int(self.num_samples)
+        if method == "nuts":
+            map_opts = {k: v for k, v in opt.items() if k not in ("plate", "progress")}
+            map_opts["plate"] = PLATE
+            opt = {"num_samples": int(self.num_samples), "num_warmup": int(self.num_samples),
+                   "num_chains": 1, "progress": False, "map_options": map_opts,
+                   "init_strategy": _INIT}
+        return method, opt
+
+    # ------------------------------------------------------------------ fitting
+    def _key(self) -> jax.Array:
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return jax.random.key(int(seed))
+
+    def _run(self, model: Any, args: tuple) -> None:
+        """Fit ``model(*args)``: one ``ctx.fit`` or ``ctx.fit_many`` (bootstrap rows)."""
+        method, opts = self._fit_options(args[0].shape[0])
+        key = self._key()
+        if self.n_bootstraps == 1:
+            fit = infer.fit(model, *args, method=method, key=key, **opts)
+        else:
+            opts.pop("plate", None)
+            fit = infer.fit_many(model, *args, method=method, key=key,
+                                 num_fits=int(self.n_bootstraps), bootstrap=True, plate=PLATE,
+                                 **opts)
+            bad = ~np.asarray(fit.converged)
+            if bad.all():
+                raise infer.FitError(f"every bootstrap fit failed: {fit.message}")
+        self.fit_ = fit
+        self.model_ = model
+        self.params_, self.draws_, _ = split_fit(fit)
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "fit_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call "
+                                 "'fit' with appropriate arguments before using this "
+                                 "estimator.")
+
+    def _check_context(self, C: Any) -> np.ndarray:
+        C = as_2d("C", C)
+        if C.shape[1] != self.n_context_features_:
+            raise ValueError(f"`C` must have {self.n_context_features_} columns (as in fit); got "
+                             f"{C.shape[1]}.")
+        return C
+
+    def _check_features(self, X: Any, name: str = "X") -> np.ndarray:
+        X = as_2d(name, X)
+        if X.shape[1] != self.n_features_:
+            raise ValueError(f"`{name}` must have {self.n_features_} columns (as in fit); got "
+                             f"{X.shape[1]}.")
+        return X
+
+    def _site_draws(self, args: tuple, sites: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Per-sample sites for every bootstrap and draw: ``(S, n, ...)`` (normalised scale)."""
+        args = tuple(_to_jax(a) if isinstance(a, np.ndarray) else a for a in args)
+        return predict_sites(self.model_, self.params_, self.draws_, args, sites)
+
+    @staticmethod
+    def _summarise(values: np.ndarray, individual_preds: bool, interval: float | None
+                   ) -> Any:
+        if interval is not None:
+            if not 0 < interval < 1:
+                raise ValueError(f"`interval` must be in (0, 1); got {interval!r}.")
+            q = (1 - interval) / 2
+            lo, hi = np.quantile(values, [q, 1 - q], axis=0)
+            est = values if individual_preds else values.mean(axis=0)
+            return Interval(est, lo, hi)
+        return values if individual_preds else values.mean(axis=0)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str) -> None:
+        """Save the fitted estimator to ``path`` (one ``.npz``: arrays + a JSON header).
+
+        No pickle anywhere: the header holds the constructor arguments and fitted metadata
+        as JSON; the arrays are stored by their pytree paths, so files load with later
+        versions of JAX/Equinox/NumPyro. A ``base_predictor`` is not saved (refit it and
+        pass it to :meth:`load`).
+
+        Examples:
+            >>> import os, tempfile, numpy as np
+            >>> from ctxppl.estimators import ContextualizedRegressor
+            >>> rng = np.random.default_rng(0)
+            >>> C, X = rng.normal(size=(50, 1)), rng.normal(size=(50, 2))
+            >>> est = ContextualizedRegressor(max_epochs=2, random_state=0).fit(C, X, X[:, 0])
+            >>> p = os.path.join(tempfile.mkdtemp(), "est.npz"); est.save(p)
+            >>> np.allclose(type(est).load(p).predict(C, X), est.predict(C, X))
+            True
+        """
+        from ctxppl.estimators._io import save_estimator
+
+        self._check_fitted()
+        save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str, base_predictor: Any = None) -> ContextualizedBase:
+        """Load an estimator saved with :meth:`save`."""
+        from ctxppl.estimators._io import load_estimator
+
+        return load_estimator(path, cls, base_predictor)
+
+    # metadata (besides params) that save/load must round-trip; subclasses extend
+    def _fitted_meta(self) -> dict[str, Any]:
+        meta = {}
+        for k, v in vars(self).items():
+            if not k.endswith("_") or k in ("fit_", "model_", "params_", "draws_"):
+                continue
+            if isinstance(v, Scaler):
+                meta[k] = {"__scaler__": [v.mean.tolist(), v.std.tolist()]}
+            elif isinstance(v, np.ndarray):
+                meta[k] = {"__array__": v.tolist(), "dtype": str(v.dtype)}
+            elif _jsonable(v):
+                meta[k] = v
+        return meta
+
+    def _restore_meta(self, meta: dict[str, Any]) -> None:
+        for k, v in meta.items():
+            if isinstance(v, dict) and "__scaler__" in v:
+                v = Scaler(np.asarray(v["__scaler__"][0]), np.asarray(v["__scaler__"][1]))
+            elif isinstance(v, dict) and "__array__" in v:
+                v = np.asarray(v["__array__"], dtype=v["dtype"])
+            setattr(self, k, v)
+
+    def _template_args(self) -> tuple:
+        """Model arguments of one dummy sample (to rebuild parameter structures)."""
+        raise NotImplementedError
+
+    def _build_model(self) -> Any:
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _auto_batch(n: int) -> int | None:
+    """Full batch up to 2,048 samples, else minibatches of 512."""
+    return None if n <= 2048 else 512
+
+
+def _auto_steps(n: int) -> int:
+    """Default step budget (see docs/benchmarks.md, families section)."""
+    return 1000

@@ -1,0 +1,122 @@
+"""Save / load fitted estimators without pickle: a JSON header plus arrays by pytree path."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+from typing import Any
+
+import jax
+import numpy as np
+from numpyro import handlers
+
+from ctxppl import infer
+
+__all__ = ["save_estimator", "load_estimator"]
+
+_FORMAT = "ctxppl-estimator/1"
+
+
+def _flat(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def save_estimator(est: Any, path: str) -> None:
+    from ctxppl import __version__
+
+    params = {k: v for k, v in est.get_params(deep=False).items()}
+    if params.get("base_predictor") is not None:
+        params["base_predictor"] = None
+    bad = [k for k, v in params.items() if not _is_json(v)]
+    if bad:
+        raise TypeError(f"cannot save estimator parameters {bad} as JSON; use plain values.")
+    fit = est.fit_
+    header = {
+        "format": _FORMAT, "ctxppl_version": __version__,
+        "class": f"{type(est).__module__}.{type(est).__qualname__}",
+        "params": params, "fitted": est._fitted_meta(), "method": fit.method,
+        "batch_shape": list(fit.batch_shape), "param_names": list(fit.param_names),
+        "draw_names": sorted(est.draws_),
+        "had_base_predictor": est.base_predictor is not None if hasattr(
+            est, "base_predictor") else False,
+    }
+    arrays = {**_flat(est.params_, "P"), **_flat(est.draws_, "D")}
+    buf = io.BytesIO()
+    np.savez(buf, __header__=np.array(json.dumps(header)), **arrays)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _is_json(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _restore(template: Any, data: Any, prefix: str, lead: tuple[int, ...]) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for p, leaf in leaves:
+        key = prefix + jax.tree_util.keystr(p)
+        if key not in data:
+            raise ValueError(f"saved file lacks array {key!r}; it was written by an "
+                             "incompatible model definition.")
+        arr = data[key]
+        want = lead + tuple(np.shape(leaf))
+        if arr.shape != want:
+            raise ValueError(f"saved array {key!r} has shape {arr.shape}; expected {want}.")
+        out.append(arr)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def load_estimator(path: str, cls: type | None = None, base_predictor: Any = None) -> Any:
+    with open(path, "rb") as f:
+        data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        header = json.loads(str(data["__header__"]))
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"{path!r} is not a ctxppl estimator file ({_FORMAT}); got "
+                             f"{header.get('format')!r}.")
+        module, _, name = header["class"].rpartition(".")
+        saved_cls = getattr(importlib.import_module(module), name)
+        if cls is not None and not issubclass(saved_cls, cls):
+            raise TypeError(f"{path!r} holds a {saved_cls.__name__}, not a {cls.__name__}.")
+        params = dict(header["params"])
+        if "base_predictor" in params:
+            if header.get("had_base_predictor") and base_predictor is None:
+                raise ValueError("this estimator was fitted with a `base_predictor`; pass the "
+                                 "same (fitted) base predictor to load().")
+            params["base_predictor"] = base_predictor
+        est = saved_cls(**params)
+        est._restore_meta(header["fitted"])
+        model = est._build_model()
+        # parameter structure from one abstract run of the model on a dummy sample
+        tr = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(
+            *est._template_args())
+        names = header["param_names"]
+        B = header["batch_shape"][0] if header["batch_shape"] else 1
+        p_template = {k: tr[k]["value"] for k in names}
+        d_template = {k: tr[k]["value"] for k in header["draw_names"]}
+        arrays = {k: data[k] for k in data.files if k != "__header__"}
+        params_ = _restore(p_template, arrays, "P", (B,))
+        n_draws = {v.shape[1] for k, v in arrays.items() if k.startswith("D")}
+        S = n_draws.pop() if n_draws else 1
+        draws_ = _restore(d_template, arrays, "D", (B, S))
+    est.model_ = model
+    est.params_, est.draws_ = params_, draws_
+    method = header["method"]
+    batched = bool(header["batch_shape"])
+    tm = jax.tree_util.tree_map
+    P = params_ if batched else tm(lambda a: a[0], params_)
+    D = draws_ if batched else tm(lambda a: a[0], draws_)
+    ax = 1 if batched else 0  # the draws axis of D
+    point = {**P, **tm(lambda a: a.mean(axis=ax), D)}
+    samples = None if method == "map" else tm(lambda a: np.expand_dims(a, ax), D)
+    est.fit_ = infer.Fit(model=model, args=(), kwargs={}, method=method, params=point,
+                         samples=samples, diagnostics={"loaded_from": path}, options={},
+                         key=jax.random.key(0), param_names=tuple(names),
+                         batch_shape=tuple(header["batch_shape"]))
+    return est
