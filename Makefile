@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_WORKERS ?= 2
+EXTRA ?=
 
 .PHONY: demo test bench lint docs notebooks doctest clean venv
 
@@ -13,7 +14,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q -e ".[test,lint]"
+	$(PY) -m pip install -q -e ".[test,lint]" $(EXTRA)
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: $(STAMP)

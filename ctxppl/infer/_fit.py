@@ -319,7 +319,7 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
         >>> folds = jnp.array([[0, 1], [2, 3]])
         >>> many = ctx.fit_many(model, y, key=0, indices=folds, plate="n", progress=False)
         >>> many.params["mu"].round(2)
-        Array([0.5 , 2.49], dtype=float32)
+        array([0.5 , 2.49], dtype=float32)
     """
     t0 = time.perf_counter()
     if method == "nuts":

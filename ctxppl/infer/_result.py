@@ -25,13 +25,17 @@ class FitError(RuntimeError):
 
 def _predict_impl(model, key, posterior, params, args, kwargs, sites, batched):  # noqa: ANN001, ANN202
     def one(key, posterior, params):  # noqa: ANN001, ANN202
-        pred = Predictive(wrap_model(model, full=True), posterior, params=params,
-                          return_sites=list(sites), batch_ndims=1)
+        if posterior:
+            pred = Predictive(wrap_model(model, full=True), posterior, params=params,
+                              return_sites=list(sites), batch_ndims=1)
+        else:  # no latent sites: one draw of the model with its params
+            pred = Predictive(wrap_model(model, full=True), params=params, num_samples=1,
+                              return_sites=list(sites))
         return pred(key, *args, **kwargs)
 
     if not batched:
         return one(key, posterior, params)
-    n = jax.tree_util.tree_leaves(posterior or params)[0].shape[0]
+    n = jax.tree_util.tree_leaves((posterior, params))[0].shape[0]
     return jax.vmap(one)(jax.random.split(key, n), posterior, params)
 
 
@@ -58,8 +62,8 @@ class Fit:
         ...     with ctx.plate("n", 3):
         ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
         >>> fit = ctx.fit(model, jnp.array([1.0, 2.0, 3.0]), key=0, progress=False)
-        >>> round(float(fit.params["mu"]), 2)
-        2.0
+        >>> round(float(fit.params["mu"]), 2)  # posterior mode 6 / (3 + 1/100)
+        1.99
     """
 
     def __init__(self, *, model: Callable, args: tuple, kwargs: dict, method: str,
