@@ -124,3 +124,58 @@ def block_diag(mats: list[jax.Array]) -> jax.Array:
     if len(mats) == 1:
         return mats[0]
     return jax.scipy.linalg.block_diag(*mats)
+
+
+# ---------------------------------------------------------------- structure-of-arrays forms
+# A batch of q x q matrices as nested lists ``A[i][j]`` of arrays with the batch (groups) as
+# the array axis: every operation is elementwise over groups, so XLA fuses the whole
+# factorisation into a few loops instead of one small kernel per matrix entry.
+def soa_chol(A: list[list[jax.Array]]) -> list[list[jax.Array]]:
+    """Cholesky factor (lower, entries above the diagonal are ``None``)."""
+    q = len(A)
+    L: list[list[jax.Array | None]] = [[None] * q for _ in range(q)]
+    for j in range(q):
+        s = A[j][j]
+        for k in range(j):
+            s = s - L[j][k] ** 2
+        L[j][j] = jnp.sqrt(s)
+        for i in range(j + 1, q):
+            s = A[i][j]
+            for k in range(j):
+                s = s - L[i][k] * L[j][k]
+            L[i][j] = s / L[j][j]
+    return L
+
+
+def soa_solve_lower(L: list[list[jax.Array]], b: list[jax.Array]) -> list[jax.Array]:
+    """``L^{-1} b`` for one right-hand side ``b[i]``."""
+    x: list[jax.Array] = []
+    for i in range(len(L)):
+        s = b[i]
+        for k in range(i):
+            s = s - L[i][k] * x[k]
+        x.append(s / L[i][i])
+    return x
+
+
+def soa_solve_lower_t(L: list[list[jax.Array]], b: list[jax.Array]) -> list[jax.Array]:
+    """``L^{-T} b`` for one right-hand side ``b[i]``."""
+    q = len(L)
+    x: list[jax.Array | None] = [None] * q
+    for i in reversed(range(q)):
+        s = b[i]
+        for k in range(i + 1, q):
+            s = s - L[k][i] * x[k]
+        x[i] = s / L[i][i]
+    return x
+
+
+def soa_stack(A: list[list[jax.Array | None]]) -> jax.Array:
+    """Nested lists (``None`` = 0) -> array ``(q, k, G)``."""
+    ref = next(a for row in A for a in row if a is not None)
+    zero = jnp.zeros_like(ref)
+    return jnp.stack([jnp.stack([zero if a is None else a for a in row]) for row in A])
+
+
+def soa_unstack(A: jax.Array) -> list[list[jax.Array]]:
+    return [[A[i, j] for j in range(A.shape[1])] for i in range(A.shape[0])]

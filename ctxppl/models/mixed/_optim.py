@@ -99,7 +99,9 @@ def minimize_newton(f: Callable[[jax.Array], Any], x0: jax.Array, *, has_aux: bo
                "status": jnp.where(conv, CONVERGED, jnp.where(flat, NO_DECREASE, 0))}
         # --- line-search phase
         t = s["t0"] * halves
-        ok = jnp.isfinite(vals) & (vals <= s["v"] + 1e-4 * t * s["slope"])
+        # Armijo, tolerating rounding noise of f (float32 near the optimum)
+        noise = 4 * eps * jnp.maximum(1.0, jnp.abs(s["v"]))
+        ok = jnp.isfinite(vals) & (vals <= s["v"] + 1e-4 * t * s["slope"] + noise)
         first = jnp.argmax(ok)
         found = jnp.any(ok)
         step = t[first] * s["d"]

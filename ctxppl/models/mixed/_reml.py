@@ -44,11 +44,13 @@ import numpy as np
 from ctxppl.models.mixed._linalg import (
     ThetaLayout,
     block_diag,
-    chol,
     logdet_chol,
     make_lambda,
-    solve_lower,
-    solve_lower_t,
+    soa_chol,
+    soa_solve_lower,
+    soa_solve_lower_t,
+    soa_stack,
+    soa_unstack,
 )
 from ctxppl.models.mixed._optim import minimize_newton
 
@@ -81,7 +83,8 @@ def sufficient_stats(mode: str, Z: np.ndarray, cols: np.ndarray, X: np.ndarray, 
                      w: np.ndarray | None, num_blocks: int, q: int) -> Stats:
     """Float64 host computation of the sufficient statistics.
 
-    ``block``: ``Z (n, q)``, ``cols (n,)`` group codes, ``num_blocks`` groups of size ``q``.
+    ``block``: ``Z (n, q)``, ``cols (n,)`` group codes, ``num_blocks`` groups of size ``q``;
+    returned with groups last: ``ZtZ (q, q, G)``, ``ZtX (q, p, G)``, ``Zty (q, G)``.
     ``dense``: ``Z (n, m)`` nonzero values, ``cols (n, m)`` their column in ``0..Q-1``,
     ``num_blocks = Q`` and ``q = 1``.
     """
@@ -95,13 +98,15 @@ def sufficient_stats(mode: str, Z: np.ndarray, cols: np.ndarray, X: np.ndarray, 
         def seg(v):  # noqa: ANN001, ANN202
             return np.bincount(cols, weights=v, minlength=G)
 
-        ZtZ = np.empty((G, q, q))
+        # structure-of-arrays layout: groups on the last (contiguous) axis
+        ZtZ = np.empty((q, q, G))
+        Zw = Z * ww[:, None]
         for a in range(q):
             for b in range(a, q):
-                ZtZ[:, a, b] = ZtZ[:, b, a] = seg(ww * Z[:, a] * Z[:, b])
-        ZtX = np.stack([np.stack([seg(ww * Z[:, a] * X[:, c]) for c in range(X.shape[1])], -1)
-                        for a in range(q)], 1)
-        Zty = np.stack([seg(ww * Z[:, a] * y) for a in range(q)], -1)
+                ZtZ[a, b] = ZtZ[b, a] = seg(Zw[:, a] * Z[:, b])
+        ZtX = np.stack([np.stack([seg(Zw[:, a] * X[:, c]) for c in range(X.shape[1])])
+                        for a in range(q)])
+        Zty = np.stack([seg(Zw[:, a] * y) for a in range(q)])
     else:
         Q = num_blocks
         m = Z.shape[1]
@@ -136,45 +141,82 @@ def _lam_dense(lams, sizes, v: jax.Array) -> jax.Array:
     return jnp.concatenate(out) if len(out) > 1 else out[0]
 
 
-def _parts(theta: jax.Array, st: Stats, structure: Structure):
-    """``(L, RZX, cu, logdet L^2)`` with leading group axis (block) or none (dense)."""
-    lams = make_lambda(theta, structure.layout)
-    if structure.mode == "block":
-        lam = block_diag(lams)
-        q = lam.shape[0]
-        A = jnp.einsum("ba,gbc,cd->gad", lam, st.ZtZ, lam) + jnp.eye(q, dtype=theta.dtype)
-        L = chol(A)
-        RZX = solve_lower(L, jnp.einsum("ba,gbp->gap", lam, st.ZtX))
-        cu = solve_lower(L, jnp.einsum("ba,gb->ga", lam, st.Zty)[..., None])[..., 0]
-    else:
-        sizes = structure.sizes
-        M = _lam_t_dense(lams, sizes, st.ZtZ)
-        A = _lam_t_dense(lams, sizes, M.T).T
-        A = 0.5 * (A + A.T) + jnp.eye(A.shape[0], dtype=theta.dtype)
-        L = jnp.linalg.cholesky(A)
-        RZX = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.ZtX),
-                                                lower=True)
-        cu = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.Zty),
-                                               lower=True)
-    return lams, L, RZX, cu, logdet_chol(L)
+def _nonzero(structure: Structure) -> np.ndarray:
+    """Static mask of the entries of the (block-diagonal) Lambda that may be nonzero."""
+    q = sum(qk for qk, _ in structure.layout.terms)
+    nz = np.zeros((q, q), bool)
+    i = 0
+    for qk, corr in structure.layout.terms:
+        nz[i:i + qk, i:i + qk] = np.tril(np.ones((qk, qk), bool)) if corr else np.eye(qk, dtype=bool)
+        i += qk
+    return nz
 
 
-def _rx(RZX, cu, st: Stats):
+def _lam_t_soa(lam, nz, M):  # noqa: ANN001, ANN202
+    """``(Lambda^T M)[a][c] = sum_b lam[b, a] M[b][c]`` on nested lists, skipping zeros."""
+    q = lam.shape[0]
+    out = []
+    for a in range(q):
+        row = []
+        for c in range(len(M[0])):
+            terms = [lam[b, a] * M[b][c] for b in range(q) if nz[b, a]]
+            row.append(sum(terms[1:], terms[0]))
+        out.append(row)
+    return out
+
+
+def _block_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
+    """Per-group factorisation in structure-of-arrays form (groups on the array axis)."""
+    lam = block_diag(make_lambda(theta, structure.layout))
+    nz = _nonzero(structure)
+    q = lam.shape[0]
     p = st.XtX.shape[0]
-    RZX2 = RZX.reshape(-1, p)
-    XtXa = st.XtX - RZX2.T @ RZX2
-    Xtya = st.Xty - RZX2.T @ cu.reshape(-1)
-    RX = jnp.linalg.cholesky(0.5 * (XtXa + XtXa.T))
-    cb = jax.scipy.linalg.solve_triangular(RX, Xtya, lower=True)
-    return RX, cb
+    T = _lam_t_soa(lam, nz, soa_unstack(st.ZtZ))  # Lambda^T ZtZ
+    Tt = [[T[a][c] for a in range(q)] for c in range(q)]  # (Lambda^T ZtZ)^T = ZtZ Lambda
+    A = _lam_t_soa(lam, nz, Tt)  # Lambda^T ZtZ Lambda (symmetric)
+    A = [[A[a][d] + (1.0 if a == d else 0.0) for d in range(q)] for a in range(q)]
+    L = soa_chol(A)
+    ZX = _lam_t_soa(lam, nz, soa_unstack(st.ZtX))
+    Zy = _lam_t_soa(lam, nz, [[st.Zty[a]] for a in range(q)])
+    R = [soa_solve_lower(L, [ZX[a][c] for a in range(q)]) for c in range(p)]  # R[c][a]
+    cu = soa_solve_lower(L, [Zy[a][0] for a in range(q)])
+    ld = 2.0 * sum(jnp.sum(jnp.log(L[a][a])) for a in range(q))
+    RtR = jnp.stack([jnp.stack([sum(jnp.sum(R[c][a] * R[e][a]) for a in range(q))
+                                for e in range(p)]) for c in range(p)])
+    Rtc = jnp.stack([sum(jnp.sum(R[c][a] * cu[a]) for a in range(q)) for c in range(p)])
+    cu2 = sum(jnp.sum(cu[a] ** 2) for a in range(q))
+    aux = {"L": soa_stack(L), "R": jnp.stack([jnp.stack(R[c]) for c in range(p)]),
+           "cu": jnp.stack(cu)}
+    return ld, RtR, Rtc, cu2, aux
+
+
+def _dense_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
+    lams = make_lambda(theta, structure.layout)
+    sizes = structure.sizes
+    M = _lam_t_dense(lams, sizes, st.ZtZ)
+    A = _lam_t_dense(lams, sizes, M.T).T
+    A = 0.5 * (A + A.T) + jnp.eye(A.shape[0], dtype=theta.dtype)
+    L = jnp.linalg.cholesky(A)
+    RZX = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.ZtX), lower=True)
+    cu = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.Zty), lower=True)
+    return (logdet_chol(L), RZX.T @ RZX, RZX.T @ cu, jnp.sum(cu ** 2),
+            {"L": L, "R": RZX, "cu": cu})
+
+
+def _parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
+    if structure.mode == "block":
+        return _block_parts(theta, st, structure)
+    return _dense_parts(theta, st, structure)
 
 
 def deviance(theta: jax.Array, st: Stats, structure: Structure, reml: bool,
              with_aux: bool = False) -> Any:
     """Profiled (RE)ML deviance on the working scale (no constant for weights/scaling)."""
-    lams, L, RZX, cu, ld = _parts(theta, st, structure)
-    RX, cb = _rx(RZX, cu, st)
-    r2 = st.yty - jnp.sum(cu ** 2) - jnp.sum(cb ** 2)
+    ld, RtR, Rtc, cu2, aux = _parts(theta, st, structure)
+    XtXa = st.XtX - RtR
+    RX = jnp.linalg.cholesky(0.5 * (XtXa + XtXa.T))
+    cb = jax.scipy.linalg.solve_triangular(RX, st.Xty - Rtc, lower=True)
+    r2 = st.yty - cu2 - jnp.sum(cb ** 2)
     n, p = st.n, st.XtX.shape[0]
     if reml:
         ldx = 2.0 * jnp.sum(jnp.log(jnp.diagonal(RX)))
@@ -182,7 +224,7 @@ def deviance(theta: jax.Array, st: Stats, structure: Structure, reml: bool,
     else:
         dev = ld + n * (1.0 + jnp.log(2 * jnp.pi * r2 / n))
     if with_aux:
-        return dev, {"L": L, "RZX": RZX, "cu": cu, "RX": RX, "cb": cb, "r2": r2}
+        return dev, {**aux, "RX": RX, "cb": cb, "r2": r2}
     return dev
 
 
@@ -199,7 +241,7 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
     res = minimize_newton(objective, theta0, has_aux=True, max_iter=max_iter, gtol=1e-6)
     theta = res.x
     lams = make_lambda(theta, structure.layout)
-    L, RZX, cu, RX, cb, r2 = (res.aux[k] for k in ("L", "RZX", "cu", "RX", "cb", "r2"))
+    L, R, cu, RX, cb, r2 = (res.aux[k] for k in ("L", "R", "cu", "RX", "cb", "r2"))
     p = st.XtX.shape[0]
     beta = jax.scipy.linalg.solve_triangular(RX, cb, lower=True, trans=1)
     sigma2 = r2 / (st.n - p) if reml else r2 / st.n
@@ -207,13 +249,20 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
     vcov = sigma2 * RXinv.T @ RXinv
     if structure.mode == "block":
         lam = block_diag(lams)
-        u = solve_lower_t(L, (cu - RZX @ beta)[..., None])[..., 0]
-        b = u @ lam.T
-        Linv = solve_lower(L, jnp.broadcast_to(jnp.eye(L.shape[-1], dtype=L.dtype), L.shape))
-        cv = jnp.einsum("ab,gcb,gcd,ed->gae", lam, Linv, Linv, lam)
+        q = lam.shape[0]
+        Ls = soa_unstack(L)
+        v = [cu[a] - sum(R[c, a] * beta[c] for c in range(p)) for a in range(q)]
+        u = jnp.stack(soa_solve_lower_t(Ls, v))  # (q, G)
+        b = (lam @ u).T  # (G, q)
+        ones, zeros = jnp.ones_like(cu[0]), jnp.zeros_like(cu[0])
+        Linv = [soa_solve_lower(Ls, [ones if i == j else zeros for i in range(q)])
+                for j in range(q)]  # Linv[j][i] = (L^{-1})[i, j]
+        C = jnp.stack([jnp.stack([sum(Linv[a][k] * Linv[c][k] for k in range(q))
+                                  for c in range(q)]) for a in range(q)])  # (q, q, G)
+        cv = jnp.einsum("ab,bcg,dc->gad", lam, C, lam)
         condvar = sigma2 * cv
     else:
-        u = jax.scipy.linalg.solve_triangular(L, cu - RZX @ beta, lower=True, trans=1)
+        u = jax.scipy.linalg.solve_triangular(L, cu - R @ beta, lower=True, trans=1)
         b = _lam_dense(lams, structure.sizes, u)
         Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(L.shape[0], dtype=L.dtype),
                                                  lower=True)
@@ -227,5 +276,4 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
         condvar = jnp.concatenate(blocks, 0) if len(blocks) > 1 else blocks[0]
     return {"theta": theta, "beta": beta, "sigma2": sigma2, "vcov": vcov, "b": b,
             "condvar": condvar, "deviance": res.fun / scale, "grad": res.grad,
-            "num_iter": res.num_iter, "status": res.status,
-            "hess": res.hess}
+            "num_iter": res.num_iter, "status": res.status, "hess": res.hess / scale}
