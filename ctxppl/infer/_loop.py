@@ -79,9 +79,11 @@ class progress_bar:
 
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:
+            jax.effects_barrier()  # let pending progress callbacks land first
             with _BARS_LOCK:
                 bar = _BARS.pop(self.token, None)
             if bar is not None:
+                bar.refresh()
                 bar.close()
 
 

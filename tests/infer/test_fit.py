@@ -210,3 +210,19 @@ def test_predict_with_context_of_wrong_width():
     fit = ctx.fit(ctx_model, C, X, Y, key=0, **FAST)
     with pytest.raises(ValueError, match=r"`enc\$params`.*different structure"):
         fit.predict(jnp.ones((5, 3)), jnp.ones((5, 2)))
+
+
+@pytest.mark.parametrize("guide", ["normal", "lowrank", "diagonal", "delta", "laplace"])
+def test_svi_guides_give_draws_per_latent(guide):
+    C, X, Y, _ = make_data(40)
+    fit = ctx.fit(linear_model, C, X, Y, key=0, method="svi", guide=guide, num_samples=7,
+                  **FAST)
+    assert fit.samples["sigma"].shape == (1, 7)
+    assert fit.predict()["w"].shape == (7, 40, 2)
+
+
+def test_progress_bar_reports_steps(capsys):
+    C, X, Y, _ = make_data(40)
+    ctx.fit(linear_model, C, X, Y, key=0, num_steps=200, tol=0.0, progress=True)
+    err = capsys.readouterr().err
+    assert "ctxppl map" in err and "200/200" in err
