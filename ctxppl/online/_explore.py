@@ -92,8 +92,8 @@ def _sample(key: jax.Array, mean: jax.Array, precision: jax.Array, num_samples: 
                                                                          trans="T"))
         dev = jax.vmap(lambda zz: solve(chol, zz))(z)
     else:
-        dev = z / jnp.sqrt(precision)
-    return mean + dev
+        dev = z / jnp.sqrt(precision)[None]
+    return mean[None] + dev
 
 
 def sample_coefficients(key: jax.Array, mean: Float[Array, "k d"],
