@@ -22,7 +22,6 @@ the mode), so the outer Newton on :math:`(\beta, \theta, \log\phi)` sees exact g
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -32,7 +31,7 @@ from jax import lax
 from ctxppl.models.mixed._families import Family
 from ctxppl.models.mixed._linalg import chol, logdet_chol, make_lambda, solve_lower, solve_lower_t
 from ctxppl.models.mixed._optim import minimize_newton
-from ctxppl.models.mixed._reml import Structure
+from ctxppl.models.mixed._reml import FAST_COMPILE, SMALL, Structure
 
 __all__ = ["GLMMData", "fit_laplace"]
 
@@ -179,12 +178,10 @@ def laplace_deviance(psi, data: GLMMData, structure: Structure, family: Family, 
     return dev, (u, it, err)
 
 
-@partial(jax.jit, static_argnames=("structure", "family", "Q", "max_iter"))
-def fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: Family, Q: int,
+def _fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: Family, Q: int,
                 max_iter: int = 100) -> dict[str, jax.Array]:
     """Maximise the Laplace marginal likelihood over ``(beta, theta[, log phi])``."""
-    n = data.y.shape[0]
-    scale = 1.0 / n
+    scale = 1.0 / jnp.sum(data.w > 0)
 
     def objective(s):  # noqa: ANN001, ANN202
         dev, aux = laplace_deviance(s, data, structure, family, Q)
@@ -198,3 +195,16 @@ def fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: F
     return {"psi": res.x, "deviance": res.fun / scale, "u": u, "L": L, "hess": res.hess / scale,
             "grad": res.grad, "num_iter": res.num_iter, "status": res.status,
             "inner_iter": it, "inner_err": err}
+
+
+_STATIC = ("structure", "family", "Q", "max_iter")
+fit_laplace_small = jax.jit(_fit_laplace, static_argnames=_STATIC,
+                            compiler_options=FAST_COMPILE)
+fit_laplace_large = jax.jit(_fit_laplace, static_argnames=_STATIC)
+
+
+def fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: Family, Q: int,
+                max_iter: int = 100) -> dict[str, jax.Array]:
+    """Jitted :func:`_fit_laplace` (fast-compiling variant for small problems)."""
+    fn = fit_laplace_small if data.y.shape[0] < 10 * SMALL else fit_laplace_large
+    return fn(data, psi0, structure, family, Q, max_iter)

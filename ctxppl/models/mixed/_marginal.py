@@ -256,6 +256,14 @@ def _split_effects(structure: Structure, b: np.ndarray, cv: np.ndarray):  # noqa
     return out_b, out_cv
 
 
+def _bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of a quarter of its leading power of two."""
+    if n <= 64:
+        return 64
+    step = 1 << (int(np.log2(n)) - 2)
+    return -(-n // step) * step
+
+
 def _glm_start(design: Design, X: np.ndarray) -> np.ndarray:
     """Fixed effects start: intercept at the link of the mean response, slopes at zero."""
     beta = np.zeros(X.shape[1])
@@ -289,9 +297,20 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
     fam = design.family
     n, p = X.shape
     trials = design.trials
-    data = GLMMData(*(jnp.asarray(a, dt) for a in (design.y, X, Z)), jnp.asarray(cols),
-                    jnp.asarray(np.ones(n) if w is None else w, dt), jnp.asarray(off, dt),
-                    None if trials is None else jnp.asarray(trials, dt))
+    # Pad the observations to a size bucket (<= 25% more rows, weight 0): data sets of
+    # similar size then share one compiled program.
+    n_pad = _bucket(n)
+    pad = n_pad - n
+
+    def padded(a, value=0.0):  # noqa: ANN001, ANN202
+        a = np.asarray(a)
+        return np.concatenate([a, np.full((pad,) + a.shape[1:], value, a.dtype)]) if pad else a
+
+    ww = np.ones(n) if w is None else w
+    data = GLMMData(*(jnp.asarray(padded(a), dt) for a in (design.y, X, Z)),
+                    jnp.asarray(padded(cols, 0)), jnp.asarray(padded(ww), dt),
+                    jnp.asarray(padded(off), dt),
+                    None if trials is None else jnp.asarray(padded(trials, 1.0), dt))
     psi0 = np.concatenate([_glm_start(design, X), _glmm_start(design, th0)])
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
