@@ -310,7 +310,7 @@ def insample(n: Any) -> Splits:
 
 
 def as_splits(splits: Any, n: int) -> Splits:
-    """Validate ``splits`` against ``n`` data rows (a :class:`Splits` or ``(train, test)`` pairs)."""
+    """Check ``splits`` (a :class:`Splits` or ``(train, test)`` pairs) against ``n`` rows."""
     if splits is None:
         return insample(n)
     if isinstance(splits, Splits):

@@ -10,13 +10,16 @@ from numpyro.infer import init_to_uniform
 import ctxppl as ctx
 
 TAU = 2.0  # prior sd of the normal mean
+OPTS = {"num_steps": 1500, "learning_rate": 0.05, "tol": 1e-9}  # one compiled program
 
 
 def normal_mean(y=None, *, tau=TAU, fail=False):
-    """y_i ~ N(mu, 1), mu ~ N(0, tau): the posterior is N(sum(y) / (n + 1/tau^2), ...)."""
+    """y_i ~ N(mu, 1), mu ~ N(0, tau): the posterior is N(sum(y) / (n + 1/tau^2), ...).
+
+    ``tau`` and ``fail`` arrive as arrays (traced): every config shares one compiled program.
+    """
     mu = numpyro.sample("mu", dist.Normal(0.0, tau))
-    if fail:  # a config whose loss is NaN from the start
-        numpyro.factor("broken", jnp.nan * mu)
+    numpyro.factor("broken", jnp.where(fail, jnp.nan, 0.0) * mu)  # a NaN loss when `fail`
     with ctx.plate("rows", y.shape[0]):
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
@@ -24,8 +27,9 @@ def normal_mean(y=None, *, tau=TAU, fail=False):
 def normal_factory(tau=TAU, fail=False, rep=0):
     if tau < 0:
         raise ValueError("tau must be positive")
-    return ctx.workflow.ModelSpec(normal_mean, "rows", kwargs={"y": "y"},
-                                  constants={"tau": tau, "fail": fail})
+    return ctx.workflow.ModelSpec(normal_mean, "rows",
+                                  kwargs={"y": "y", "tau": np.asarray(tau, np.float32),
+                                          "fail": np.asarray(fail)})
 
 
 def regression(C, X, Y=None, *, width=25, depth=2):

@@ -9,7 +9,7 @@ from . import _models as m
 
 N = 12
 DATA = {"y": np.linspace(-1.0, 3.0, N)}
-OPTS = {"num_steps": 200, "learning_rate": 0.05}
+OPTS = m.OPTS
 CRASH = {"on": False}
 
 
