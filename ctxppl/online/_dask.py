@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctxppl.online._batch import check_batch
 from ctxppl.online._effects import Proposal, RandomEffects, UpdateReport
 from ctxppl.online._state import EntityIndex, EntityState, as_keys
 
@@ -133,6 +134,11 @@ class DaskRandomEffects:
             if v is not None and np.shape(v)[:1] != (n,):
                 raise ValueError(f"`{k}` must have {n} rows (one per record); got shape "
                                  f"{np.shape(v)}.")
+        # data errors are found here, before anything is sent (record numbers are global)
+        t = self._template
+        check_batch(t.rule.family, keys, np.asarray(X, t.dtype), np.asarray(y, t.dtype),
+                    np.zeros(n, t.dtype) if offset is None else np.asarray(offset, t.dtype),
+                    np.ones(n, t.dtype) if weight is None else np.asarray(weight, t.dtype))
         sid = shard_of(keys, self.num_shards)
         props: dict[int, Any] = {}
         for i in np.unique(sid).tolist():
@@ -143,11 +149,12 @@ class DaskRandomEffects:
                                           workers=[self._workers[i]],
                                           allow_other_workers=False, pure=False)
         wait(list(props.values()))
-        for i, fut in props.items():
+        for fut in props.values():
             if fut.status == "error":
+                exc = fut.exception()
                 for other in props.values():
                     other.release()
-                fut.result()  # re-raises the worker's exception (e.g. UpdateError)
+                raise exc  # the worker's exception (e.g. UpdateError naming the entity)
         reports = self.client.gather([props[i] for i in props], direct=False)
         reports = [p.report for p in reports]
         for i, fut in props.items():
