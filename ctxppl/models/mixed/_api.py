@@ -191,8 +191,12 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
                    priors=priors, parameterization=parameterization, weights=weights,
                    offset=offset, trials=trials, na_action=na_action)
     t_design = time.perf_counter() - t_design
-    if method == "svi" and "batch_size" in options:
-        options.setdefault("plate", "obs")
+    if method == "svi":
+        if "batch_size" in options:
+            options.setdefault("plate", "obs")
+        # start the guide at the prior medians (sigma ~ sd(y), ...), not at uniform(-2, 2)
+        # in unconstrained space: on an unscaled response the latter is far from the data
+        options.setdefault("guide", _normal_guide)
     from ctxppl.infer import fit as ctx_fit
 
     fit = ctx_fit(prog.model, prog.data, prog.y, method=method, key=key, **options)
@@ -200,6 +204,14 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
     res.diagnostics["seconds"] = {"design": t_design, "fit": fit.diagnostics.get("seconds"),
                                   "total": time.perf_counter() - t0}
     return res
+
+
+def _normal_guide(model: Any) -> Any:
+    """Mean-field normal guide started at the prior medians (picklable, module level)."""
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.infer.initialization import init_to_median
+
+    return AutoNormal(model, init_loc_fn=init_to_median)
 
 
 # ----------------------------------------------------------------------------- marginal
@@ -281,9 +293,10 @@ def _from_program(prog: MixedProgram, fit: Any, method: str, level: float) -> Mi
         C, D = np.asarray(next(iter(fit.samples.values()))).shape[:2]
         lat = {k: np.asarray(v) for k, v in fit.samples.items()}
     S = C * D
-    want = [f"b_{t.name}" for t in prog.terms]
+    want = ["beta"] + [f"b_{t.name}" for t in prog.terms]
     pred = fit.predict(return_sites=want)
-    draws: dict[str, np.ndarray] = {"beta": lat["beta"]}
+    p = design.p
+    draws: dict[str, np.ndarray] = {"beta": np.asarray(pred["beta"]).reshape((C, D, p))}
     for key in ("sigma", "phi"):
         if key in lat:
             draws[key] = lat[key]

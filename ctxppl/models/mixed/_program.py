@@ -218,7 +218,10 @@ def build_program(design: Design, priors: dict[str, Any] | None = None, *,
     n = design.n
 
     def model(data: dict[str, Any], y: Any = None) -> None:
-        beta = numpyro.sample("beta", dist.Normal(beta_loc, beta_scale).to_event(1))
+        # fixed effects in prior-standardized units (beta = loc + scale * beta_decentered):
+        # optimisers and samplers start at the prior mean on a well-scaled problem
+        with numpyro.handlers.reparam(config={"beta": LocScaleReparam(centered=0)}):
+            beta = numpyro.sample("beta", dist.Normal(beta_loc, beta_scale).to_event(1))
         disp = None
         if fam.name == "gaussian":
             disp = numpyro.sample("sigma", pri["sigma"])
