@@ -47,12 +47,30 @@ def _source(fn: Any) -> str:
 
 
 def _fingerprint_value(v: Any, depth: int) -> Any:
+    """A stable (across processes) fingerprint of a value that may hold functions."""
+    if depth > 8:
+        return repr(type(v))
+    if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool):
+        # numbers by value: 3000 == 3000.0 (optax's schedules turn their int closure
+        # variables into floats on first use)
+        return ["number", float(v)]
     if callable(v) and not isinstance(v, type) and not hasattr(v, "__array__"):
         return fingerprint_callable(v, depth + 1)
+    if isinstance(v, tuple | list):  # also NamedTuples such as optax transformations
+        return [type(v).__qualname__, [_fingerprint_value(x, depth + 1) for x in v]]
+    if isinstance(v, Mapping):
+        return [type(v).__qualname__, sorted((str(k), _fingerprint_value(x, depth + 1))
+                                             for k, x in v.items())]
     try:
         return _hash(v)
-    except Exception:  # noqa: BLE001 - unhashable values fall back to their repr
-        return repr(v)
+    except Exception:  # noqa: BLE001 - unpicklable values: their type and repr without ids
+        return [type(v).__qualname__, _strip_ids(repr(v))]
+
+
+def _strip_ids(text: str) -> str:
+    import re
+
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def fingerprint_callable(fn: Any, depth: int = 0) -> str:
@@ -63,6 +81,8 @@ def fingerprint_callable(fn: Any, depth: int = 0) -> str:
     """
     if depth > 8:
         return repr(type(fn))
+    if inspect.isbuiltin(fn) or isinstance(fn, type):
+        return _hash([getattr(fn, "__module__", None), getattr(fn, "__qualname__", repr(fn))])
     if isinstance(fn, functools.partial):
         parts = [fingerprint_callable(fn.func, depth + 1),
                  [_fingerprint_value(a, depth) for a in fn.args],
@@ -86,8 +106,8 @@ def fingerprint_callable(fn: Any, depth: int = 0) -> str:
     if callable(fn):  # a callable object: its class's code and its state
         state = getattr(fn, "__dict__", None)
         return _hash([_source(type(fn)), type(fn).__qualname__,
-                      _fingerprint_value(state, depth) if state else repr(fn)])
-    return _hash(repr(fn))
+                      _fingerprint_value(state, depth) if state else _strip_ids(repr(fn))])
+    return _hash(_strip_ids(repr(fn)))
 
 
 def fingerprint_data(data: Any) -> str:

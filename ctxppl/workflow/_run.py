@@ -33,6 +33,7 @@ import numpy as np
 
 from ctxppl.workflow._cache import (
     ResultCache,
+    _fingerprint_value,
     fingerprint_callable,
     fingerprint_data,
     versions,
@@ -204,13 +205,7 @@ def _shapes(tree: Any) -> Any:
 
 
 def _options_fingerprint(opts: Mapping[str, Any]) -> Any:
-    out = {}
-    for k, v in sorted(opts.items()):
-        if callable(v) and not hasattr(v, "__array__"):
-            out[k] = fingerprint_callable(v)
-        else:
-            out[k] = repr(v)
-    return out
+    return {k: _fingerprint_value(v, 0) for k, v in sorted(opts.items())}
 
 
 def _fold_key(base: jax.Array, config: dict) -> np.ndarray:

@@ -60,12 +60,14 @@ class Splits:
         kind: Name of the scheme (``"kfold"``, ``"bootstrap"``, ...).
 
     Examples:
-        >>> import numpy as np
+        >>> import numpy as np, ctxppl as ctx
         >>> from ctxppl.workflow import Splits
         >>> s = Splits(4, train=[np.array([0, 1]), np.array([2, 3])],
         ...            test=[np.array([2, 3]), np.array([0, 1])])
         >>> len(s), s.weights().tolist()
         (2, [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+        >>> s + ctx.workflow.insample(4)  # k folds plus one fit on all rows
+        Splits(kind='custom+insample', n_splits=3, n=4)
     """
 
     n: int
@@ -104,6 +106,15 @@ class Splits:
 
     def __repr__(self) -> str:
         return f"Splits(kind={self.kind!r}, n_splits={len(self)}, n={self.n})"
+
+    def __add__(self, other: Splits) -> Splits:
+        """Concatenate two split sets over the same rows (e.g. k folds + one in-sample fit)."""
+        if not isinstance(other, Splits):
+            return NotImplemented
+        if other.n != self.n:
+            raise ValueError(f"cannot add splits over {self.n} and {other.n} rows.")
+        return Splits(self.n, self.train + other.train, self.test + other.test,
+                      f"{self.kind}+{other.kind}")
 
     def weights(self, dtype: Any = np.float32) -> np.ndarray:
         """``(B, n)`` training weights: how often each row is in each split's training set."""

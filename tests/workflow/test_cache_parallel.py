@@ -100,3 +100,43 @@ def test_dask_local_cluster_matches_serial(tmp_path):
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
     _same(serial, par)
     assert not par["cached"].any()
+
+
+KEYS_SCRIPT = """
+import sys, json, optax
+from numpyro.infer import init_to_uniform
+sys.path.insert(0, {tests!r})
+from workflow import _models as m
+from ctxppl.workflow._cache import fingerprint_callable
+from ctxppl.workflow._run import _options_fingerprint
+opt = optax.adam(optax.cosine_decay_schedule(1e-2, 3000, alpha=0.01))
+if {used}:  # optax's schedule rewrites its closure (int -> float) when first called
+    opt.update({{"a": 0.0}}, opt.init({{"a": 0.0}}))
+spec = m.gmm_factory(3, "full")
+print(json.dumps([fingerprint_callable(spec.bound_model()), fingerprint_callable(m.gmm_factory),
+                  _options_fingerprint({{"optimizer": opt, **spec.options}})]))
+"""
+
+
+def test_cache_keys_are_stable_across_processes():
+    """A rerun after a kernel restart must find the cache: no ids, no state in the keys."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    import optax
+    from numpyro.infer import init_to_uniform  # noqa: F401 - used via the factory's options
+
+    from ctxppl.workflow._cache import fingerprint_callable
+    from ctxppl.workflow._run import _options_fingerprint
+
+    tests = str(pathlib.Path(__file__).parent.parent)
+    out = subprocess.run([sys.executable, "-c", KEYS_SCRIPT.format(tests=tests, used=True)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    theirs = json.loads(out.strip().splitlines()[-1])
+    opt = optax.adam(optax.cosine_decay_schedule(1e-2, 3000, alpha=0.01))  # never used here
+    spec = m.gmm_factory(3, "full")
+    ours = [fingerprint_callable(spec.bound_model()), fingerprint_callable(m.gmm_factory),
+            _options_fingerprint({"optimizer": opt, **spec.options})]
+    assert theirs == ours

@@ -60,6 +60,11 @@ def test_holdout_and_insample():
     ins = ctx.workflow.insample(np.zeros((4, 2)))  # array-like: its length
     np.testing.assert_array_equal(ins.weights(), np.ones((1, 4)))
     np.testing.assert_array_equal(ins.test[0], np.arange(4))
+    both = ctx.workflow.kfold(4, k=2) + ins
+    assert len(both) == 3 and both.kind == "kfold+insample"
+    np.testing.assert_array_equal(both.weights()[2], np.ones(4))
+    with pytest.raises(ValueError, match="cannot add splits over 4 and 5 rows"):
+        both + ctx.workflow.insample(5)
 
 
 def test_bad_splits_raise_with_the_argument_named():
