@@ -35,7 +35,8 @@ class Bucket(NamedTuple):
     Attributes:
         entities: Position of each entity in the batch's list of distinct entities ``(U,)``.
         counts: Records per entity ``(U,)``.
-        x: ``(U, R, d)``; y, offset, weight: ``(U, R)`` (weight 0 on padding rows).
+        x: ``(U, R, d)``; y, offset, weight: ``(U, R)``. Padding rows repeat one of the
+            entity's records (so every value is finite) with weight 0.
     """
 
     entities: np.ndarray
@@ -67,38 +68,47 @@ def pad_records(inverse: np.ndarray, num_entities: int, x: np.ndarray, y: np.nda
         >>> b = pad_records(inv, 2, np.arange(4.0)[:, None], np.zeros(4), np.zeros(4),
         ...                 np.ones(4), quantum=4)
         >>> b[0].entities.tolist(), b[0].x[..., 0].tolist(), b[0].weight.tolist()
-        ([0, 1], [[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 3.0, 0.0]], [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+        ([0, 1], [[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 3.0, 0.0]], [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
     """
     inverse = np.asarray(inverse, dtype=np.int64)
     n = inverse.shape[0]
     if n and np.all(inverse[1:] >= inverse[:-1]):
-        order = np.arange(n)
+        order = None  # already grouped by entity: no sort, no reordering
     else:
         order = np.argsort(inverse, kind="stable")
-    srt = inverse[order]
     counts = np.bincount(inverse, minlength=num_entities)
     starts = np.cumsum(counts) - counts
-    pos = np.arange(n) - starts[srt]
     sizes = padded_sizes(counts, quantum)
-    rec_size = sizes[srt]
+    present = counts > 0
+    if order is None and present.all() and np.all(counts == counts[0]):
+        # the common case -- records grouped by entity, equal counts: block copies
+        c, r = int(counts[0]), int(sizes[0])
+        u = num_entities
+        xb = np.empty((u, r, x.shape[-1]), x.dtype)
+        xb[:, :c] = x.reshape(u, c, -1)
+        xb[:, c:] = xb[:, :1]
+        parts = []
+        for a in (y, offset, weight):
+            b = np.empty((u, r), x.dtype)
+            b[:, :c] = a.reshape(u, c)
+            b[:, c:] = b[:, :1]
+            parts.append(b)
+        parts[2][:, c:] = 0
+        return [Bucket(np.arange(u), counts, xb, *parts)]
     out = []
-    for size in np.unique(sizes[counts > 0]):
-        ents = np.flatnonzero((sizes == size) & (counts > 0))
-        local = np.full(num_entities, -1, dtype=np.int64)
-        local[ents] = np.arange(ents.size)
-        sel = rec_size == size
-        rec = order[sel]
-        e, p = local[srt[sel]], pos[sel]
-        u, r = ents.size, int(size)
-        xb = np.zeros((u, r, x.shape[-1]), dtype=x.dtype)
-        yb = np.zeros((u, r), dtype=x.dtype)
-        ob = np.zeros((u, r), dtype=x.dtype)
-        wb = np.zeros((u, r), dtype=x.dtype)
-        xb[e, p] = x[rec]
-        yb[e, p] = y[rec]
-        ob[e, p] = offset[rec]
-        wb[e, p] = weight[rec]
-        out.append(Bucket(ents, counts[ents], xb, yb, ob, wb))
+    for size in np.unique(sizes[present]):
+        ents = np.flatnonzero((sizes == size) & present)
+        r = int(size)
+        pos = np.arange(r)
+        valid = pos[None, :] < counts[ents, None]
+        # one gather per array: row j of entity e is record starts[e] + j of the sorted
+        # order; padding rows repeat the entity's first record with weight 0
+        src = starts[ents, None] + np.where(valid, pos[None, :], 0)
+        if order is not None:
+            src = order[src]
+        wb = np.where(valid, np.take(weight, src), 0).astype(x.dtype, copy=False)
+        out.append(Bucket(ents, counts[ents], np.take(x, src, axis=0), np.take(y, src),
+                          np.take(offset, src), wb))
     return out
 
 

@@ -255,20 +255,26 @@ class RandomEffects:
             return Proposal(step, self._index, uniq[:0], empty,
                             np.zeros((0, d), self.dtype), self._prior_precision(0),
                             np.zeros((0, d), self.dtype), empty, rep)
-        # compact to the entities that are updated
-        new_code = np.cumsum(keep) - 1
-        rec = keep[codes]
-        codes_k = new_code[codes[rec]]
-        uniq_k, rows_k, known_k = uniq[keep], rows[keep], known[keep]
+        # compact to the entities that are updated (no copies when none is skipped)
+        if keep.all():
+            codes_k, rec = codes, slice(None)
+            uniq_k, rows_k, known_k = uniq, rows.copy(), known
+        else:
+            new_code = np.cumsum(keep) - 1
+            rec = keep[codes]
+            codes_k = new_code[codes[rec]]
+            uniq_k, rows_k, known_k = uniq[keep], rows[keep], known[keep]
         u = uniq_k.size
         new_keys = uniq_k[~known_k]
         index = self._index.extended(new_keys)
-        rows_k = rows_k.copy()
         rows_k[~known_k] = len(self._index) + np.arange(new_keys.size)
         # previous state rows; new entities start at the prior
-        _, first = np.unique(codes_k, return_index=True)
         ctx_new = None
         if context is not None and new_keys.size:
+            # codes count up in order of first appearance: a record is an entity's first
+            # where the running maximum of the codes increases
+            run = np.maximum.accumulate(codes_k)
+            first = np.flatnonzero(np.r_[True, run[1:] > run[:-1]])
             ctx_new = context[rec][first[~known_k]]
         pm_new = self._prior_means(ctx_new, new_keys.size)
         mean0 = np.empty((u, d), self.dtype)
@@ -286,7 +292,7 @@ class RandomEffects:
         if np.any(status != 0):
             self._raise_failed(uniq_k, status, num_iter, size)
         counts = np.bincount(codes_k, minlength=u)
-        rep = UpdateReport(step, u, int(new_keys.size), int(rec.sum()), skipped,
+        rep = UpdateReport(step, u, int(new_keys.size), int(counts.sum()), skipped,
                            int(num_iter.max()), time.perf_counter() - t0)
         return Proposal(step, index, uniq_k, rows_k, out[0], out[1], pm_new, counts, rep)
 

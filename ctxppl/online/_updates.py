@@ -62,8 +62,10 @@ class Rule:
         covariance: ``"full"`` (a ``(d, d)`` precision per entity) or ``"diag"``.
         dispersion: Noise variance of the Gaussian family (ignored otherwise).
         max_iter: Newton iterations before an update counts as not converged.
-        tol: Stop when the Newton step is below ``tol * (1 + max|theta|)``; ``None`` means
-            the square root of the data type's machine epsilon.
+        tol: Stop when the Newton step is below ``tol * (1 + max|theta|)``, or when the
+            quadratic convergence rate predicts the next step below ``16 * tol**2 * (1 +
+            max|theta|)``; ``None`` means the square root of the data type's machine
+            epsilon (so the error left is at rounding level).
 
     Examples:
         >>> import ctxppl as ctx
@@ -461,7 +463,12 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
         th_new = th - tstep
         scale = 1 + jnp.max(jnp.abs(th_new), -1)
         bad = ~(jnp.isfinite(fn) & jnp.isfinite(new_size))
-        done = new_size <= tol * scale
+        # converged: a step below tol (Newton's error after it is ~tol^2), or -- in the
+        # quadratic regime -- a next step predicted (L s^2 with L = s / s_prev^2) below
+        # 16 tol^2, i.e. at the rounding level of the float32 objective
+        predicted_ok = jnp.isfinite(size) & (new_size <= _SMALL * scale) & \
+            (new_size ** 3 <= 16 * tol ** 2 * scale * size ** 2)
+        done = (new_size <= tol * scale) | predicted_ok
         keep = running & ~bad
         th = jnp.where(keep[:, None], th_new, th)
         eta = jnp.where(keep[:, None], eta - t[:, None] * xs, eta)
@@ -589,22 +596,23 @@ def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, 
         raise ValueError("`x` holds no entities (leading axis of size 0).")
     args = [got["mean"], got["precision"], got["prior_mean"], x, got["y"], got["offset"],
             got["weight"]]
-    size = -(-u // _CHUNK) * _CHUNK
-    if size > u:
-        # dummy entities: no records, identity precision -> converge at once
-        pad = size - u
-        fill = [np.zeros((pad, d), x.dtype),
-                np.broadcast_to(np.eye(d, dtype=x.dtype) if r.covariance == "full"
-                                else np.ones(d, x.dtype), (pad,) + want["precision"][1:]),
-                np.zeros((pad, d), x.dtype), np.zeros((pad, n, d), x.dtype),
-                np.zeros((pad, n), x.dtype), np.zeros((pad, n), x.dtype),
-                np.zeros((pad, n), x.dtype)]
-        args = [np.concatenate([a, b]) for a, b in zip(args, fill, strict=True)]
     # one compiled function per (rule, records, features, dtype): chunks are dispatched
-    # asynchronously, then collected
+    # asynchronously, then collected; only the last chunk is padded (with dummy entities:
+    # no records, identity precision -> they converge at once)
     static = (r.family, r.covariance)
     numbers = _numbers(r, d, x.dtype)
-    outs = [_update_chunk(static, numbers, *(a[lo:lo + _CHUNK] for a in args))
-            for lo in range(0, size, _CHUNK)]
+    outs = []
+    for lo in range(0, u, _CHUNK):
+        part = [a[lo:lo + _CHUNK] for a in args]
+        pad = _CHUNK - part[0].shape[0]
+        if pad:
+            fill = [np.zeros((pad, d), x.dtype),
+                    np.broadcast_to(np.eye(d, dtype=x.dtype) if r.covariance == "full"
+                                    else np.ones(d, x.dtype), (pad,) + want["precision"][1:]),
+                    np.zeros((pad, d), x.dtype), np.zeros((pad, n, d), x.dtype),
+                    np.zeros((pad, n), x.dtype), np.zeros((pad, n), x.dtype),
+                    np.zeros((pad, n), x.dtype)]
+            part = [np.concatenate([a, b]) for a, b in zip(part, fill, strict=True)]
+        outs.append(_update_chunk(static, numbers, *part))
     outs = jax.device_get(outs)
     return UpdateOutput(*(np.concatenate(parts)[:u] for parts in zip(*outs, strict=True)))
