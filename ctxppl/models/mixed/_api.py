@@ -224,11 +224,11 @@ def _from_marginal(design: Design, est: Any, level: float) -> MixedResult:
     _, _, where = context_columns(design)
     p = design.p
     Ws: dict[str, np.ndarray] = {}
-    for j, (bi, a, l) in enumerate(where):
+    for j, (bi, a, feat) in enumerate(where):
         blk = design.blocks[bi]
         info = design.contexts[blk.factor.name]
         W = Ws.setdefault(blk.name, np.zeros((blk.q, len(info.names))))
-        W[a, l] = est.beta[p + j]
+        W[a, feat] = est.beta[p + j]
     condvar, loc_fns = {}, {}
     for k, blk in enumerate(design.blocks):
         S = est.covs[k]

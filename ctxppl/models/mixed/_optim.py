@@ -124,7 +124,8 @@ def minimize_newton(f: Callable[[jax.Array], Any], x0: jax.Array, *, has_aux: bo
     s0 = {"x": x0, "v": jnp.asarray(jnp.inf, dtype), "g": jnp.zeros_like(x0),
           "H": jnp.zeros((d, d), dtype), "d": jnp.zeros_like(x0),
           "t0": jnp.asarray(1.0, dtype), "slope": jnp.asarray(0.0, dtype),
-          "step": jnp.asarray(jnp.inf, dtype), "dec": jnp.asarray(jnp.inf, dtype), "phase": jnp.asarray(0), "it": jnp.asarray(0),
+          "step": jnp.asarray(jnp.inf, dtype), "dec": jnp.asarray(jnp.inf, dtype),
+          "phase": jnp.asarray(0), "it": jnp.asarray(0),
           "status": jnp.asarray(0), "aux": aux0}
     s = lax.while_loop(cond, body, s0)
     status = jnp.where(s["status"] == 0, MAX_ITER, s["status"])

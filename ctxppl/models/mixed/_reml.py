@@ -146,7 +146,8 @@ def _nonzero(structure: Structure) -> np.ndarray:
     nz = np.zeros((q, q), bool)
     i = 0
     for qk, corr in structure.layout.terms:
-        nz[i:i + qk, i:i + qk] = np.tril(np.ones((qk, qk), bool)) if corr else np.eye(qk, dtype=bool)
+        block = np.tril(np.ones((qk, qk), bool)) if corr else np.eye(qk, dtype=bool)
+        nz[i:i + qk, i:i + qk] = block
         i += qk
     return nz
 
