@@ -30,12 +30,12 @@ def read_csv(path: str, what: str = "DATA.csv") -> pd.DataFrame:
     """Read a CSV file, turning every I/O or parse problem into a :class:`UsageError`.
 
     Examples:
-        >>> import os, tempfile
+        >>> import os, pathlib, tempfile
         >>> p = os.path.join(tempfile.mkdtemp(), "d.csv")
-        >>> _ = open(p, "w").write("a,b\\n1,2\\n3,4\\n")
+        >>> _ = pathlib.Path(p).write_text("a,b\\n1,2\\n3,4\\n")
         >>> read_csv(p).shape
         (2, 2)
-        >>> read_csv(p + ".missing")
+        >>> read_csv(p + ".missing")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ctxppl._cli_data.UsageError: `DATA.csv`: no such file: '...d.csv.missing'.
@@ -94,7 +94,7 @@ def numeric_matrix(df: pd.DataFrame, cols: Sequence[str], option: str, path: str
         >>> df = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
         >>> numeric_matrix(df, ["a"], "--context", "d.csv").shape
         (2, 1)
-        >>> numeric_matrix(df, ["b"], "--context", "d.csv")
+        >>> numeric_matrix(df, ["b"], "--context", "d.csv")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ctxppl._cli_data.UsageError: `--context`: column 'b' of 'd.csv' is not numeric ...
@@ -177,7 +177,7 @@ def check_outcome(model: str, df: pd.DataFrame, outcome: str | None, path: str) 
     if numeric and y.dtype.kind == "f" and not np.all(np.mod(y.to_numpy(), 1) == 0):
         raise UsageError(f"`--model classification` needs class labels, but `--outcome` "
                          f"column {outcome!r} holds non-integer numbers (e.g. "
-                         f"{y[np.mod(y, 1) != 0].iloc[0]!r}); use `--model regression`.")
+                         f"{float(y[np.mod(y, 1) != 0].iloc[0])!r}); use `--model regression`.")
     if k > MAX_CLASSES:
         raise UsageError(f"`--model classification`: `--outcome` column {outcome!r} has {k} "
                          f"distinct values (more than {MAX_CLASSES}); it looks continuous. "

@@ -548,9 +548,13 @@ def _predict_mixed(man: dict, df: pd.DataFrame, args: Any, say: Reporter) -> pd.
     if man["method"] != "map":
         opts.update(key=man["seed"], progress=not args.quiet)
     say(f"refitting {man['formula']!r} on {man['data']} (mixed results are not saved)")
+    import warnings
+
     try:
-        res = ctx.mixed(man["formula"], train, family=man.get("family", "gaussian"),
-                        method=man["method"], **opts)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported when the model was fitted
+            res = ctx.mixed(man["formula"], train, family=man.get("family", "gaussian"),
+                            method=man["method"], **opts)
         pred = res.predict(df, allow_new_groups=True)
     except (ValueError, TypeError, KeyError) as e:
         raise UsageError(f"{type(e).__name__}: {e}") from e

@@ -113,8 +113,8 @@ def caterpillar(ranef: pd.DataFrame, name: str, path: str) -> list[str]:
     plt = _plt()
     coefs = [c for c in ranef.columns if not c.endswith("_se")]
     n = len(ranef)
-    fig, axes = plt.subplots(1, len(coefs), figsize=(3.6 * len(coefs), 1.2 + 0.12 * min(n, 200)),
-                             squeeze=False)
+    height = max(2.5, 1.2 + 0.14 * min(n, 200))
+    fig, axes = plt.subplots(1, len(coefs), figsize=(3.6 * len(coefs), height), squeeze=False)
     for ax, c in zip(axes[0], coefs, strict=True):
         v = ranef[c].to_numpy(dtype=float)
         se = ranef[f"{c}_se"].to_numpy(dtype=float) if f"{c}_se" in ranef else np.zeros(n)
