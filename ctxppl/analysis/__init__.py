@@ -1,0 +1,93 @@
+r"""Analysis of fitted contextualized models (contextualized-ml's ``analysis`` module, with
+posterior uncertainty).
+
+Every function reads per-sample parameters through ``predict_params(C,
+individual_preds=True)`` -- ctxppl's estimators, or any :class:`ctxppl.Fit` wrapped in
+:class:`FitParams` -- whose leading axis holds bootstrap fits and/or posterior draws. So
+p-values and intervals come from the posterior wherever there is one (SVI, Laplace, NUTS),
+from bootstraps otherwise, or from both.
+
+* Effects: :func:`get_homogeneous_context_effects`, :func:`get_homogeneous_predictor_effects`,
+  :func:`get_heterogeneous_predictor_effects`, :func:`effects_table`.
+* Tests: :func:`calc_homogeneous_context_effects_pvals`,
+  :func:`calc_homogeneous_predictor_effects_pvals`,
+  :func:`calc_heterogeneous_predictor_effects_pvals`, :func:`test_each_context`,
+  :func:`sign_pvalue`.
+* Embeddings (:func:`embed_models`), accuracy by covariate group (:func:`acc_by_covars`),
+  bootstrap selection (:func:`select_good_bootstraps`).
+* The plots of contextualized-ml's analysis module are re-exported from :mod:`ctxppl.plot`.
+"""
+
+from ctxppl.analysis._accuracy import acc_by_covars as acc_by_covars
+from ctxppl.analysis._accuracy import get_roc as get_roc
+from ctxppl.analysis._accuracy import print_acc_by_covars as print_acc_by_covars
+from ctxppl.analysis._bootstraps import select_good_bootstraps as select_good_bootstraps
+from ctxppl.analysis._bootstraps import take_fits as take_fits
+from ctxppl.analysis._effects import (
+    get_heterogeneous_predictor_effects as get_heterogeneous_predictor_effects,
+)
+from ctxppl.analysis._effects import (
+    get_homogeneous_context_effects as get_homogeneous_context_effects,
+)
+from ctxppl.analysis._effects import (
+    get_homogeneous_predictor_effects as get_homogeneous_predictor_effects,
+)
+from ctxppl.analysis._effects import make_c_vis as make_c_vis
+from ctxppl.analysis._effects import make_grid_mat as make_grid_mat
+from ctxppl.analysis._effects import maybe_make_c_vis as maybe_make_c_vis
+from ctxppl.analysis._effects import one_at_a_time as one_at_a_time
+from ctxppl.analysis._embeddings import convert_to_one_hot as convert_to_one_hot
+from ctxppl.analysis._embeddings import embed_models as embed_models
+from ctxppl.analysis._embeddings import model_matrix as model_matrix
+from ctxppl.analysis._pvals import (
+    calc_heterogeneous_predictor_effects_pvals as calc_heterogeneous_predictor_effects_pvals,
+)
+from ctxppl.analysis._pvals import (
+    calc_homogeneous_context_effects_pvals as calc_homogeneous_context_effects_pvals,
+)
+from ctxppl.analysis._pvals import (
+    calc_homogeneous_predictor_effects_pvals as calc_homogeneous_predictor_effects_pvals,
+)
+from ctxppl.analysis._pvals import (
+    calc_pval_bootstraps_one_sided as calc_pval_bootstraps_one_sided,
+)
+from ctxppl.analysis._pvals import (
+    calc_pval_bootstraps_one_sided_mean as calc_pval_bootstraps_one_sided_mean,
+)
+from ctxppl.analysis._pvals import effects_table as effects_table
+from ctxppl.analysis._pvals import get_possible_pvals as get_possible_pvals
+from ctxppl.analysis._pvals import sign_pvalue as sign_pvalue
+from ctxppl.analysis._pvals import test_each_context as test_each_context
+from ctxppl.analysis._source import FitParams as FitParams
+from ctxppl.analysis._source import ParamDraws as ParamDraws
+from ctxppl.analysis._source import draw_source as draw_source
+from ctxppl.analysis._source import param_draws as param_draws
+
+# contextualized-ml's analysis plots live in ctx.plot (imported last: ctx.plot uses the above)
+from ctxppl.plot._effects import (  # noqa: E402
+    plot_heterogeneous_predictor_effects as plot_heterogeneous_predictor_effects,
+)
+from ctxppl.plot._effects import (  # noqa: E402
+    plot_homogeneous_context_effects as plot_homogeneous_context_effects,
+)
+from ctxppl.plot._effects import (  # noqa: E402
+    plot_homogeneous_predictor_effects as plot_homogeneous_predictor_effects,
+)
+from ctxppl.plot._embeddings import (  # noqa: E402
+    plot_embedding_for_all_covars as plot_embedding_for_all_covars,
+)
+from ctxppl.plot._embeddings import plot_lowdim_rep as plot_lowdim_rep  # noqa: E402
+
+__all__ = ["FitParams", "ParamDraws", "param_draws", "draw_source",
+           "get_homogeneous_context_effects", "get_homogeneous_predictor_effects",
+           "get_heterogeneous_predictor_effects", "make_grid_mat", "make_c_vis",
+           "maybe_make_c_vis", "one_at_a_time", "effects_table", "sign_pvalue",
+           "get_possible_pvals", "calc_pval_bootstraps_one_sided",
+           "calc_pval_bootstraps_one_sided_mean", "calc_homogeneous_context_effects_pvals",
+           "calc_homogeneous_predictor_effects_pvals",
+           "calc_heterogeneous_predictor_effects_pvals", "test_each_context", "embed_models",
+           "model_matrix", "convert_to_one_hot", "get_roc", "acc_by_covars",
+           "print_acc_by_covars", "select_good_bootstraps", "take_fits",
+           "plot_homogeneous_context_effects", "plot_homogeneous_predictor_effects",
+           "plot_heterogeneous_predictor_effects", "plot_lowdim_rep",
+           "plot_embedding_for_all_covars"]
