@@ -11,6 +11,8 @@ from ctxppl import workflow as workflow
 from ctxppl import models as models
 from ctxppl import online as online
 from ctxppl import estimators as estimators
+from ctxppl import analysis as analysis
+from ctxppl import plot as plot
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
 from ctxppl._primitives import contextual as contextual
@@ -27,4 +29,4 @@ __version__ = "0.1.0"
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
            "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "online", "estimators",
-           "__version__"]
+           "analysis", "plot", "__version__"]
