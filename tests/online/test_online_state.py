@@ -31,12 +31,12 @@ def assert_same(before, re):
 def table(rng):
     """A Bernoulli table with two entities already updated once (step 0)."""
     re = ctx.online.RandomEffects(ctx.online.bayes_logistic(1.0), D)
-    e = np.repeat(["alice", "bob"], 12)
-    re.update(e, design(rng, 24), (rng.random(24) < 0.5).astype(float), step=0)
+    e = np.repeat(["alice", "bob"], 16)
+    re.update(e, design(rng, 32), (rng.random(32) < 0.5).astype(float), step=0)
     return re
 
 
-def batch(rng, n=36):
+def batch(rng, n=48):
     e = np.repeat(["alice", "bob", "carol"], n // 3)
     return e, design(rng, n), (rng.random(n) < 0.5).astype(float)
 
@@ -45,15 +45,15 @@ def batch(rng, n=36):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nonfinite_values_name_the_entity(table, rng, where, bad):
     e, x, y = batch(rng)
-    off, w = np.zeros(36), np.ones(36)
+    off, w = np.zeros(48), np.ones(48)
     arrays = {"X": x, "y": y, "offset": off, "weight": w}
-    i = 15  # a record of bob
+    i = 20  # a record of bob
     if where == "X":
         x[i, 1] = bad
     else:
         arrays[where][i] = bad
     before = snapshot(table)
-    with pytest.raises(UpdateError, match=r"entity 'bob' \(record 15\): non-finite") as err:
+    with pytest.raises(UpdateError, match=r"entity 'bob' \(record 20\): non-finite") as err:
         table.update(e, x, y, offset=off, weight=w, step=1)
     assert err.value.entities == ["bob"]
     assert_same(before, table)
@@ -68,15 +68,15 @@ def test_labels_outside_the_support(rng, family, label, why):
     re.update(e, x, y, step=0)
     before = snapshot(re)
     y = y.copy()
-    y[30] = label  # carol
-    with pytest.raises(UpdateError, match=rf"entity 'carol' \(record 30\).*{why}"):
+    y[40] = label  # carol
+    with pytest.raises(UpdateError, match=rf"entity 'carol' \(record 40\).*{why}"):
         re.update(e, x, y, step=1)
     assert_same(before, re)
 
 
 def test_negative_weight(table, rng):
     e, x, y = batch(rng)
-    w = np.ones(36)
+    w = np.ones(48)
     w[0] = -1.0
     before = snapshot(table)
     with pytest.raises(UpdateError, match="entity 'alice'.*negative record weight"):
@@ -103,10 +103,10 @@ def test_overflow_is_reported_not_committed(rng):
     """Poisson with an absurd offset overflows float32: non-finite objective -> error."""
     re = ctx.online.RandomEffects(ctx.online.bayes_poisson(1.0), D)
     e, x, _ = batch(rng)
-    off = np.zeros(36)
+    off = np.zeros(48)
     off[e == "bob"] = 200.0
     with pytest.raises(UpdateError, match="entity 'bob': non-finite"):
-        re.update(e, x, np.ones(36), offset=off, step=0)
+        re.update(e, x, np.ones(48), offset=off, step=0)
     assert len(re) == 0
 
 
@@ -127,12 +127,12 @@ def test_unknown_feature_name_names_entity_and_feature():
 
 def test_bad_shapes_and_keys_raise_before_work(table, rng):
     e, x, y = batch(rng)
-    with pytest.raises(ValueError, match=r"`X` must have shape \(36, 3\)"):
+    with pytest.raises(ValueError, match=r"`X` must have shape \(48, 3\)"):
         table.update(e, x[:, :2], y)
-    with pytest.raises(ValueError, match=r"`y` must have shape \(36,\)"):
+    with pytest.raises(ValueError, match=r"`y` must have shape \(48,\)"):
         table.update(e, x, y[:-1])
     with pytest.raises(TypeError, match="entity keys of this table are strs"):
-        table.update(np.arange(36), x, y)
+        table.update(np.arange(48), x, y)
 
 
 def test_replay_is_idempotent(table, rng):
@@ -202,7 +202,7 @@ def test_save_load_round_trip_is_exact(rng, tmp_path, covariance):
 def test_callable_prior_must_be_given_again_on_load(tmp_path, rng):
     re = ctx.online.RandomEffects(ctx.online.ridge(), D, prior_mean=lambda c: np.tile(c, (1, 3)))
     e, x, _ = batch(rng)
-    re.update(e, x, rng.normal(size=36), context=np.ones((36, 1)))
+    re.update(e, x, rng.normal(size=48), context=np.ones((48, 1)))
     re.save(tmp_path / "c.npz")
     with pytest.raises(ValueError, match="prior mean was a function"):
         ctx.online.RandomEffects.load(tmp_path / "c.npz")
