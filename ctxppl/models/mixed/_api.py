@@ -294,7 +294,10 @@ def _from_program(prog: MixedProgram, fit: Any, method: str, level: float) -> Mi
         lat = {k: np.asarray(v) for k, v in fit.samples.items()}
     S = C * D
     want = ["beta"] + [f"b_{t.name}" for t in prog.terms]
-    pred = fit.predict(return_sites=want)
+    if fit.samples is not None and all(k in fit.samples for k in want):
+        pred = {k: np.asarray(fit.samples[k]) for k in want}  # NUTS keeps deterministic sites
+    else:
+        pred = fit.predict(return_sites=want)
     p = design.p
     draws: dict[str, np.ndarray] = {"beta": np.asarray(pred["beta"]).reshape((C, D, p))}
     for key in ("sigma", "phi"):

@@ -116,20 +116,26 @@ def _dtype() -> Any:
 
 
 def _check_rank(X: np.ndarray, names: list[str]) -> None:
+    """Raise when a fixed-effect column is a linear combination of the others (via the
+    small Gram matrix ``X^T X`` of the column-scaled design, not an SVD of ``X``)."""
     if X.shape[1] == 0:
         return
-    r = np.linalg.matrix_rank(X / np.maximum(np.abs(X).max(axis=0), 1e-300))
-    if r < X.shape[1]:
-        # name the columns that are linear combinations of earlier ones
-        bad, keep = [], []
-        for j in range(X.shape[1]):
-            if np.linalg.matrix_rank(X[:, keep + [j]]) == len(keep) + 1:
-                keep.append(j)
-            else:
-                bad.append(names[j])
-        raise ValueError(f"the fixed-effect design is rank deficient: {bad} are linear "
-                         "combinations of other columns (or of the context effects); remove "
-                         "them from `formula`.")
+    Xs = X / np.maximum(np.abs(X).max(axis=0), 1e-300)
+    gram = Xs.T @ Xs
+    ev = np.linalg.eigvalsh(gram)
+    if ev[0] > 1e-10 * max(ev[-1], 1e-300):
+        return
+    bad, keep = [], []
+    for j in range(X.shape[1]):
+        sub = gram[np.ix_(keep + [j], keep + [j])]
+        e = np.linalg.eigvalsh(sub)
+        if e[0] > 1e-10 * max(e[-1], 1e-300):
+            keep.append(j)
+        else:
+            bad.append(names[j])
+    raise ValueError(f"the fixed-effect design is rank deficient: {bad} are linear "
+                     "combinations of other columns (or of the context effects); remove "
+                     "them from `formula`.")
 
 
 def _singular_terms(design: Design, lams: list[np.ndarray], tol: float = 1e-4) -> list[str]:

@@ -281,7 +281,7 @@ def _fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool
 # XLA's CPU backend spends most of a small fit compiling; its optimisation level 0 halves
 # the compile time and costs ~2-3x run time, which only matters for very many groups.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
-SMALL = 20_000  # number of random effects below which compile time dominates
+SMALL = 50_000  # number of random effects below which compile time dominates
 _STATIC = ("structure", "reml", "max_iter")
 fit_gaussian_small = jax.jit(_fit_gaussian, static_argnames=_STATIC,
                              compiler_options=FAST_COMPILE)
