@@ -67,9 +67,9 @@ def acc_by_covars(Y_true: Any, Y_pred: Any, covar_df: pd.DataFrame, *,
         >>> from ctxppl.analysis import acc_by_covars
         >>> y = np.array([0, 1, 0, 1, 0, 1]); s = np.array([.2, .9, .1, .3, .6, .4])
         >>> acc_by_covars(y, s, pd.DataFrame({"sex": ["f", "f", "f", "m", "m", "m"]}))
-          covariate group  n     score
-        0       sex     f  3  1.000000
-        1       sex     m  3  0.333333
+          covariate group  n  score
+        0       sex     f  3    1.0
+        1       sex     m  3    0.0
     """
     metric = get_roc if metric is None else metric
     if not callable(metric):
@@ -132,6 +132,7 @@ def print_acc_by_covars(Y_true: Any, Y_pred: Any, covar_df: pd.DataFrame, **kwar
         >>> from ctxppl.analysis import print_acc_by_covars
         >>> t = print_acc_by_covars(np.array([0, 1, 0, 1]), np.array([.2, .9, .6, .4]),
         ...                         pd.DataFrame({"g": [0, 0, 1, 1]}))
+        ... # doctest: +NORMALIZE_WHITESPACE
         ====================
         g
         ----------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 
 from ctxppl.analysis._effects import (
@@ -557,8 +559,6 @@ def ngam_effects(encoder: Any, C: Any = None, *, params: Any = None, grid: Any =
 def _ngam_curves(encoder: Any, C: Any, params: Any, grid: Any, n_vis: int
                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(S, n_vis, in_size, out)`` feature effects of an NGAM on a grid."""
-    import equinox as eqx
-    import jax
     import jax.numpy as jnp
 
     d = encoder.in_size
@@ -591,11 +591,19 @@ def _ngam_curves(encoder: Any, C: Any, params: Any, grid: Any, n_vis: int
             stacked = jax.tree_util.tree_map(
                 lambda a: jnp.reshape(jnp.asarray(a), (-1,) + jnp.shape(a)[2:]), params)
 
-    def one(arr: Any) -> Any:
-        module = eqx.combine(arr, static)
-        return jax.vmap(module.feature_effects)(jnp.asarray(x, dtype=jnp.result_type(float)))
-
-    eff = np.asarray(jax.vmap(one)(stacked), dtype=np.float64)  # (S, n_vis, d, *out)
+    xs = jnp.asarray(x, dtype=jnp.result_type(float))
+    eff = np.asarray(_feature_effects(stacked, static, xs), dtype=np.float64)  # (S, n_vis, d, *o)
     eff = eff.reshape(eff.shape[:3] + (-1,))
     labels = [f"f[{k}]" for k in range(eff.shape[-1])]
     return eff, x, labels
+
+
+
+def _feature_effects_impl(stacked: Any, static: Any, xs: Any) -> Any:
+    def one(arr: Any) -> Any:
+        return jax.vmap(eqx.combine(arr, static).feature_effects)(xs)
+
+    return jax.vmap(one)(stacked)
+
+
+_feature_effects = eqx.filter_jit(_feature_effects_impl)
