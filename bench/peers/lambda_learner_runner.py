@@ -23,8 +23,6 @@ import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
-
 from linkedin.learner.ds.indexed_dataset import IndexedDataset  # noqa: E402
 from linkedin.learner.ds.indexed_model import IndexedModel  # noqa: E402
 from linkedin.learner.prediction.hessian_type import HessianType  # noqa: E402
@@ -37,6 +35,7 @@ from linkedin.learner.prediction.trainer_sequential_bayesian_logistic_loss_with_
 from linkedin.learner.prediction.trainer_square_loss_with_l2 import (  # noqa: E402
     TrainerSquareLossWithL2,
 )
+from scipy import sparse  # noqa: E402
 
 
 def main(inp: str, out: str) -> None:

@@ -37,6 +37,9 @@ class Bucket(NamedTuple):
         counts: Records per entity ``(U,)``.
         x: ``(U, R, d)``; y, offset, weight: ``(U, R)``. Padding rows repeat one of the
             entity's records (so every value is finite) with weight 0.
+
+    Examples:
+        See :func:`pad_records`.
     """
 
     entities: np.ndarray
@@ -69,8 +72,10 @@ def pad_records(inverse: np.ndarray, num_entities: int, x: np.ndarray, y: np.nda
         >>> inv = np.array([1, 0, 1, 1])
         >>> b = pad_records(inv, 2, np.arange(4.0)[:, None], np.zeros(4), np.zeros(4),
         ...                 np.ones(4), quantum=4)
-        >>> b[0].entities.tolist(), b[0].x[..., 0].tolist(), b[0].weight.tolist()
-        ([0, 1], [[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 3.0, 0.0]], [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+        >>> b[0].entities.tolist(), b[0].x[..., 0].tolist()
+        ([0, 1], [[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 3.0, 0.0]])
+        >>> b[0].weight.tolist()
+        [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
     """
     inverse = np.asarray(inverse, dtype=np.int64)
     n = inverse.shape[0]
@@ -121,13 +126,14 @@ def check_batch(family: str, keys: np.ndarray, x: np.ndarray, y: np.ndarray,
     weights or labels outside the family's support; do nothing otherwise.
 
     Examples:
-        >>> import numpy as np
+        >>> import numpy as np, ctxppl as ctx
         >>> from ctxppl.online import check_batch
-        >>> check_batch("bernoulli", np.array(["a", "b"]), np.ones((2, 1)),
-        ...             np.array([1.0, 2.0]), np.zeros(2), np.ones(2))
-        Traceback (most recent call last):
-        ...
-        ctxppl.online._features.UpdateError: entity 'b' (record 1): label outside the support of the bernoulli family (expected 0 or 1; got 2.0). Nothing was updated.
+        >>> try:
+        ...     check_batch("bernoulli", np.array(["a", "b"]), np.ones((2, 1)),
+        ...                 np.array([1.0, 2.0]), np.zeros(2), np.ones(2))
+        ... except ctx.online.UpdateError as err:
+        ...     print(err.entities, str(err)[:60])
+        ['b'] entity 'b' (record 1): label outside the support of the bern
     """
     # fast path: one pass (a sum) per array; the per-record masks only when a sum is not
     # finite (a bad value, or an overflowing sum of finite ones)

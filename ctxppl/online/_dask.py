@@ -122,6 +122,9 @@ class DaskRandomEffects:
         Arguments and return value as :meth:`RandomEffects.update` (the report sums the
         shards' reports). Raises the first shard's error if any shard fails; nothing is
         updated then.
+
+        Examples:
+            See the class example.
         """
         from distributed import wait
 
@@ -171,7 +174,11 @@ class DaskRandomEffects:
                             max((r.seconds for r in reports), default=0.0))
 
     def gather(self) -> RandomEffects:
-        """All shards merged into one local :class:`RandomEffects` (rows ordered by shard)."""
+        """All shards merged into one local :class:`RandomEffects` (rows ordered by shard).
+
+        Examples:
+            See the class example.
+        """
         shards = self.client.gather(self._shards)
         out = self._template.copy()
         states = [s.state for s in shards]
@@ -183,10 +190,19 @@ class DaskRandomEffects:
         return out
 
     def save(self, path: str) -> None:
-        """Checkpoint (gathers the shards and writes one :meth:`RandomEffects.save` file)."""
+        """Checkpoint (gathers the shards and writes one :meth:`RandomEffects.save` file);
+        restore with ``DaskRandomEffects.from_local(client, RandomEffects.load(path))``.
+
+        Examples:
+            See the class example (``dre.gather().save(path)`` is the same).
+        """
         self.gather().save(path)
 
     @classmethod
     def from_local(cls, client: Any, table: RandomEffects, **kwargs: Any) -> DaskRandomEffects:
-        """Distribute a local table (e.g. a restored checkpoint) over the cluster."""
+        """Distribute a local table (e.g. a restored checkpoint) over the cluster.
+
+        Examples:
+            See the class example (``from_local`` is the constructor).
+        """
         return cls(client, table, **kwargs)

@@ -39,7 +39,7 @@ _FORMAT = "ctxppl.online.RandomEffects/1"
 
 
 class UpdateReport(NamedTuple):
-    """What one update did.
+    """What one update did (returned by :meth:`RandomEffects.update`).
 
     Attributes:
         step: The update step applied.
@@ -49,6 +49,13 @@ class UpdateReport(NamedTuple):
         skipped: Keys of entities skipped because they already carry this step (a replay).
         max_iter: Most Newton iterations any entity needed.
         seconds: Wall time.
+
+    Examples:
+        >>> import numpy as np, ctxppl as ctx
+        >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+        >>> rep = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+        >>> rep.step, rep.num_entities, rep.num_new, rep.num_records, rep.skipped
+        (0, 2, 2, 4, [])
     """
 
     step: int
@@ -61,7 +68,8 @@ class UpdateReport(NamedTuple):
 
 
 class Proposal(NamedTuple):
-    """An update computed but not yet committed (see :meth:`RandomEffects.propose`)."""
+    """An update computed but not yet committed (:meth:`RandomEffects.propose` has the
+    example): new rows for the updated entities, new keys, and the report."""
 
     step: int
     index: EntityIndex
@@ -165,13 +173,29 @@ class RandomEffects:
     # ------------------------------------------------------------------ state access
     @property
     def state(self) -> EntityState:
-        """The per-entity state (views of the stored arrays, one row per known entity)."""
+        """The per-entity state (views of the stored arrays, one row per known entity).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.state.count.tolist(), re.state.step.tolist()
+            ([2, 2], [0, 0])
+        """
         n = len(self._index)
         return EntityState(*(a[:n] for a in self._state))
 
     @property
     def keys(self) -> np.ndarray:
-        """Entity keys, in state-row order."""
+        """Entity keys, in state-row order.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.keys.tolist()
+            ['a', 'b']
+        """
         return self._index.keys
 
     def __len__(self) -> int:
@@ -182,7 +206,16 @@ class RandomEffects:
                 f"{self.num_features} features, step={self.step})")
 
     def copy(self) -> RandomEffects:
-        """A deep copy (the state arrays are copied)."""
+        """A deep copy (the state arrays are copied).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> twin = re.copy(); _ = twin.update(["a"], np.ones((1, 1)), np.ones(1))
+            >>> int(re.state.count[0]), int(twin.state.count[0])
+            (2, 3)
+        """
         out = copy.copy(self)
         out._state = EntityState(*(a.copy() for a in self._state))
         return out
@@ -218,6 +251,16 @@ class RandomEffects:
 
         Arguments as in :meth:`update`. Raises :class:`~ctxppl.online.UpdateError` (naming
         the entity) for bad data or a failed solve; the state is never touched here.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> p = re.propose(["a"], np.ones((1, 1)), np.array([5.0]))
+            >>> float(re.coefficients(["a"])[0, 0]), float(p.mean[0, 0])  # not yet applied
+            (1.3333333730697632, 2.25)
+            >>> _ = re.commit(p); float(re.coefficients(["a"])[0, 0])
+            2.25
         """
         t0 = time.perf_counter()
         keys = as_keys(ids)
@@ -346,7 +389,16 @@ class RandomEffects:
                           keys[bad[:20]].tolist(), STATUS[code])
 
     def commit(self, proposal: Proposal) -> UpdateReport:
-        """Apply a :class:`Proposal` from :meth:`propose` of this same state."""
+        """Apply a :class:`Proposal` from :meth:`propose` of this same state (see the example
+        there).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.commit(re.propose(["c"], np.ones((1, 1)), np.ones(1))).num_new
+            1
+        """
         if proposal.rows.size == 0:
             return proposal.report
         n_old, n_new = len(self._index), len(proposal.index)
@@ -432,6 +484,14 @@ class RandomEffects:
 
         Returns:
             ``(mean (k, d), precision (k, d, d) or (k, d))``.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> mean, prec = re.lookup(["b", "unseen"])
+            >>> mean.tolist(), prec.tolist()  # prior for the unseen entity
+            ([[0.0], [0.0]], [[[3.0]], [[1.0]]])
         """
         keys = as_keys(ids)
         k = keys.size
@@ -452,13 +512,29 @@ class RandomEffects:
         return mean, prec
 
     def coefficients(self, ids: Any = None, *, context: Any = None) -> np.ndarray:
-        """Posterior means ``(k, d)`` for ``ids`` (default: every known entity)."""
+        """Posterior means ``(k, d)`` for ``ids`` (default: every known entity).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.coefficients().astype(float).round(3).tolist()
+            [[1.333], [0.0]]
+        """
         if ids is None:
             return self.state.mean.copy()
         return self.lookup(ids, context=context)[0]
 
     def variances(self, ids: Any = None, *, context: Any = None) -> np.ndarray:
-        """Posterior variances (diagonal of the covariance) ``(k, d)``."""
+        """Posterior variances (diagonal of the covariance) ``(k, d)``.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.variances(["a"]).astype(float).round(3).tolist()  # 1 / (1 + 2)
+            [[0.333]]
+        """
         if ids is None:
             prec = self.state.precision
         else:
@@ -549,8 +625,16 @@ class RandomEffects:
         return np.asarray(jnp.sum(theta[codes] * x, -1) + off)
 
     def table(self, ids: Any = None) -> pd.DataFrame:
-        """Coefficients as a name-term-value table with variances (needs an IndexMap, else
-        columns are named ``x0, x1, ...``)."""
+        """Coefficients as a name-term-value table with variances (without an IndexMap the
+        features are named ``x0, x1, ...``).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+            >>> re.table(["b"]).round(3).values.tolist()
+            [['b', 'x0', '', 0.0, 0.333]]
+        """
         keys = self.keys if ids is None else as_keys(ids)
         mean, var = self.coefficients(ids), self.variances(ids)
         imap = self.features or IndexMap([(f"x{i}", "") for i in range(self.num_features)],
@@ -621,6 +705,9 @@ class RandomEffects:
             prior_mean: The prior-mean function, if the saved table had one (functions are
                 not pickled into checkpoints).
             threads: As in the constructor.
+
+        Examples:
+            See :meth:`save`.
         """
         arrays, meta = read_npz(path)
         return cls._from_arrays(arrays, meta, prior_mean=prior_mean, threads=threads)

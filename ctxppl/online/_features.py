@@ -23,6 +23,15 @@ class UpdateError(ValueError):
     Attributes:
         entities: The offending entity keys (the first ones, when many).
         reason: What is wrong with them.
+
+    Examples:
+        >>> import numpy as np, ctxppl as ctx
+        >>> re = ctx.online.RandomEffects(ctx.online.bayes_logistic(), 1)
+        >>> try:
+        ...     re.update(["u7"], np.ones((1, 1)), np.array([np.nan]))
+        ... except ctx.online.UpdateError as err:
+        ...     print(err.entities, err.reason, len(re))
+        ['u7'] non-finite label (NaN or inf) 0
     """
 
     def __init__(self, message: str, entities: Sequence[Any] = (), reason: str = ""):
@@ -131,7 +140,13 @@ class IndexMap:
     # ------------------------------------------------------------------ lookups
     @property
     def name_terms(self) -> tuple[tuple[str, str], ...]:
-        """The ``(name, term)`` of each column."""
+        """The ``(name, term)`` of each column.
+
+        Examples:
+            >>> from ctxppl.online import IndexMap
+            >>> IndexMap([("a", "x")], intercept=False).name_terms
+            (('a', 'x'),)
+        """
         return tuple(self._index)
 
     def __len__(self) -> int:
@@ -161,7 +176,13 @@ class IndexMap:
         return int(loc)
 
     def columns(self, names: Sequence[str], terms: Sequence[str]) -> np.ndarray:
-        """Vectorised lookup: the column of each ``(names[i], terms[i])``, -1 if unknown."""
+        """Vectorised lookup: the column of each ``(names[i], terms[i])``, -1 if unknown.
+
+        Examples:
+            >>> from ctxppl.online import IndexMap
+            >>> IndexMap([("a", "x"), ("b", "")]).columns(["b", "a", "c"], ["", "x", ""]).tolist()
+            [2, 1, -1]
+        """
         keys = pd.MultiIndex.from_arrays([np.asarray(names, dtype=str),
                                           np.asarray(terms, dtype=str)])
         return self._index.get_indexer(keys)
@@ -180,6 +201,11 @@ class IndexMap:
         Raises:
             UpdateError: A record holds a name-term the map does not know (naming the
                 record's entity and the feature).
+
+        Examples:
+            >>> from ctxppl.online import IndexMap
+            >>> IndexMap([("a", "")]).transform([{"features": [("a", "", 2.0)]}]).tolist()
+            [[1.0, 2.0]]
         """
         trip = [[_triple(f) for f in _features_of(r, features)] for r in records]
         row = np.repeat(np.arange(len(trip)), [len(t) for t in trip])
@@ -274,9 +300,10 @@ class IndexMap:
             data["entity"] = np.repeat(np.arange(k), d)
         data["name"] = np.tile(names, k)
         data["term"] = np.tile(terms, k)
-        data["value"] = coef.reshape(-1)
+        data["value"] = coef.reshape(-1).astype(np.float64)
         if variances is not None:
-            data["variance"] = np.atleast_2d(np.asarray(variances)).reshape(-1)
+            data["variance"] = np.atleast_2d(np.asarray(variances)).reshape(-1).astype(
+                np.float64)
         return pd.DataFrame(data)
 
     def from_table(self, table: pd.DataFrame, *, value: str = "value",
@@ -303,7 +330,13 @@ class IndexMap:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description (round-trips through :meth:`from_dict`)."""
+        """JSON-ready description (round-trips through :meth:`from_dict`).
+
+        Examples:
+            >>> from ctxppl.online import IndexMap
+            >>> IndexMap([("a", "x")], intercept=False).to_dict()["name_terms"]
+            [['a', 'x']]
+        """
         return {"name_terms": [list(nt) for nt in self.name_terms],
                 "intercept": self.intercept, "intercept_name": self.intercept_name}
 

@@ -36,7 +36,10 @@ _FORMAT = "ctxppl.online.GAME/1"
 
 
 class FitFunction:
-    """A fitted ctxppl model used as a plain function of its inputs (see :func:`from_fit`)."""
+    """A fitted ctxppl model used as a plain function of its inputs.
+
+    Build it with :func:`from_fit` (which has the example).
+    """
 
     def __init__(self, fit: Any, site: str):
         self.fit = fit
@@ -206,6 +209,16 @@ class GAME:
 
         Returns:
             ``{entity_type: UpdateReport}``.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> game.effects["u"].coefficients(["a", "b"]).astype(float).round(3).tolist()
+            [[1.333], [0.0]]
         """
         y = np.asarray(y)
         if y.ndim != 1:
@@ -245,25 +258,73 @@ class GAME:
     def score(self, ids: Any, X: Any, *, fixed_args: Any = (), offset: Any = None,
               context: Any = None) -> np.ndarray:
         """Linear predictor per record with posterior-mean coefficients (unseen entities:
-        their prior)."""
+        their prior).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> game.score({"u": ["a", "new"]}, np.ones((2, 1)),
+            ...            fixed_args=(np.ones(2),)).round(3)
+            array([2.333, 1.   ])
+        """
         return self._moments(ids, X, fixed_args, offset, context)[0]
 
     def predict(self, ids: Any, X: Any, *, fixed_args: Any = (), offset: Any = None,
                 context: Any = None) -> np.ndarray:
         """Posterior predictive mean of the response per record (random effects of the
-        different types are independent a posteriori in this approximation)."""
+        different types are independent a posteriori in this approximation).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> game.predict({"u": ["a"]}, np.ones((1, 1)), fixed_args=(np.zeros(1),)).round(3)
+            array([1.333], dtype=float32)
+        """
         eta, var = self._moments(ids, X, fixed_args, offset, context)
         return np.asarray(predictive_mean(self.family, jnp.asarray(eta), jnp.asarray(var)))
 
     def ucb(self, ids: Any, X: Any, *, fixed_args: Any = (), offset: Any = None,
             alpha: float = 2.0, context: Any = None) -> np.ndarray:
-        """Upper confidence bound of the linear predictor per record."""
+        """Upper confidence bound of the linear predictor per record.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> game.ucb({"u": ["b"]}, np.ones((1, 1)), fixed_args=(np.zeros(1),),
+            ...          alpha=1.0).round(3)  # 0 + sqrt(1 / (1 + 2))
+            array([0.577])
+        """
         eta, var = self._moments(ids, X, fixed_args, offset, context)
         return eta + alpha * np.sqrt(var)
 
     def thompson(self, ids: Any, X: Any, *, key: Any, fixed_args: Any = (),
                  offset: Any = None, context: Any = None) -> np.ndarray:
-        """Thompson-sampled linear predictor per record (one draw per entity and type)."""
+        """Thompson-sampled linear predictor per record (one draw per entity and type).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> s = game.thompson({"u": ["a", "a"]}, np.array([[1.0], [2.0]]), key=0,
+            ...                   fixed_args=(np.zeros(2),))
+            >>> bool(np.isclose(s[1], 2 * s[0]))
+            True
+        """
         key = jax.random.key(key) if isinstance(key, int) else key
         n = np.shape(next(iter(ids.values())))[0]
         ids_t, x_t, c_t = self._inputs(n, ids, X, context)
@@ -276,7 +337,20 @@ class GAME:
 
     def evaluate(self, y: Any, ids: Any, X: Any, *, fixed_args: Any = (), offset: Any = None,
                  context: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """Held-out metrics of :meth:`predict` (see :func:`~ctxppl.online.evaluate`)."""
+        """Held-out metrics of :meth:`predict` (see :func:`~ctxppl.online.evaluate`).
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> m = game.evaluate(np.array([1.0, 0.0]), {"u": ["a", "b"]}, np.ones((2, 1)),
+            ...                   fixed_args=(np.zeros(2),))
+            >>> round(m["rmse"], 3)
+            0.236
+        """
         p = self.predict(ids, X, fixed_args=fixed_args, offset=offset, context=context)
         return evaluate(y, p, family=self.family, **kwargs)
 
@@ -285,6 +359,19 @@ class GAME:
         """Checkpoint every entity type and the step to one ``.npz`` (atomically).
 
         The fixed effect and prior-mean functions are not saved; pass them to :meth:`load`.
+
+        Examples:
+            >>> import os, tempfile
+            >>> import numpy as np, ctxppl as ctx
+            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+            >>> game = ctx.online.GAME({"u": re}, fixed=lambda z: z)
+            >>> _ = game.partial_fit(np.array([1.0, 3.0, 0.0, 0.0]),
+            ...                      ids={"u": ["a", "a", "b", "b"]}, X=np.ones((4, 1)),
+            ...                      fixed_args=(np.zeros(4),))
+            >>> p = os.path.join(tempfile.mkdtemp(), "game.npz"); game.save(p)
+            >>> back = ctx.online.GAME.load(p, fixed=lambda z: z)
+            >>> back.step, back.effects["u"].keys.tolist()
+            (0, ['a', 'b'])
         """
         arrays: dict[str, np.ndarray] = {}
         metas = {}
@@ -307,6 +394,9 @@ class GAME:
             prior_mean: ``{entity_type: prior_mean}`` for types whose prior mean was a
                 function.
             threads: As in :class:`RandomEffects`.
+
+        Examples:
+            See :meth:`save`.
         """
         arrays, meta = read_npz(path)
         if meta.get("format") != _FORMAT:

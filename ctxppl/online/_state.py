@@ -25,6 +25,13 @@ class EntityState(NamedTuple):
         count: Records absorbed ``(E,)``.
         step: Update step that last changed the entity ``(E,)`` (-1: never); an update with
             a step not above it skips the entity, so replaying a stream is idempotent.
+
+    Examples:
+        >>> import numpy as np
+        >>> from ctxppl.online import EntityState
+        >>> st = EntityState.empty(2, "full", np.float32, capacity=3)
+        >>> st.precision.shape, st.step.tolist()
+        ((3, 2, 2), [-1, -1, -1])
     """
 
     mean: np.ndarray
@@ -36,7 +43,7 @@ class EntityState(NamedTuple):
     @classmethod
     def empty(cls, num_features: int, covariance: str, dtype: Any,
               capacity: int = 0) -> EntityState:
-        """An empty state with room for ``capacity`` entities."""
+        """An empty state with room for ``capacity`` entities (see the class example)."""
         d = num_features
         prec = (capacity, d, d) if covariance == "full" else (capacity, d)
         return cls(np.zeros((capacity, d), dtype), np.zeros(prec, dtype),
@@ -44,11 +51,25 @@ class EntityState(NamedTuple):
                    np.full(capacity, -1, np.int64))
 
     def take(self, rows: np.ndarray) -> EntityState:
-        """The rows ``rows`` (a copy)."""
+        """The rows ``rows`` (a copy).
+
+        Examples:
+            >>> import numpy as np
+            >>> from ctxppl.online import EntityState
+            >>> EntityState.empty(2, "diag", np.float32, 4).take(np.array([0, 2])).mean.shape
+            (2, 2)
+        """
         return EntityState(*(a[rows] for a in self))
 
     def grow(self, capacity: int) -> EntityState:
-        """A copy with room for ``capacity`` entities (new rows zero, step -1)."""
+        """A copy with room for ``capacity`` entities (new rows zero, step -1).
+
+        Examples:
+            >>> import numpy as np
+            >>> from ctxppl.online import EntityState
+            >>> EntityState.empty(2, "diag", np.float32, 1).grow(3).step.tolist()
+            [-1, -1, -1]
+        """
         n = self.mean.shape[0]
         if capacity <= n:
             return self
@@ -104,20 +125,35 @@ class EntityIndex:
 
     @property
     def keys(self) -> np.ndarray:
-        """Key of each row."""
+        """Key of each row.
+
+        Examples:
+            >>> from ctxppl.online import EntityIndex
+            >>> EntityIndex([3, 1]).keys.tolist()
+            [3, 1]
+        """
         return self._keys
 
     def __len__(self) -> int:
         return self._keys.size
 
     def check_kind(self, keys: np.ndarray) -> None:
-        """Raise if ``keys`` are not of the kind (int/str) already stored."""
+        """Raise if ``keys`` are not of the kind (int/str) already stored.
+
+        Examples:
+            >>> import numpy as np
+            >>> from ctxppl.online import EntityIndex
+            >>> EntityIndex([1]).check_kind(np.array(["a"]))
+            Traceback (most recent call last):
+            ...
+            TypeError: entity keys of this table are ints; got strs (e.g. np.str_('a')).
+        """
         if self.kind is not None and keys.size and _key_kind(keys) != self.kind:
             raise TypeError(f"entity keys of this table are {self.kind}s; got "
                             f"{_key_kind(keys)}s (e.g. {keys[0]!r}).")
 
     def rows(self, keys: Any) -> np.ndarray:
-        """Row of each key (-1 when unknown)."""
+        """Row of each key (-1 when unknown); see the class example."""
         keys = as_keys(keys, "keys")
         if not len(self) or not keys.size:
             return np.full(keys.size, -1, np.int64)
@@ -125,7 +161,14 @@ class EntityIndex:
         return self._index.get_indexer(keys).astype(np.int64)
 
     def extended(self, new_keys: np.ndarray) -> EntityIndex:
-        """A new index with ``new_keys`` (unknown, distinct) appended."""
+        """A new index with ``new_keys`` (unknown, distinct) appended.
+
+        Examples:
+            >>> import numpy as np
+            >>> from ctxppl.online import EntityIndex
+            >>> EntityIndex([1]).extended(np.array([5])).rows([5]).tolist()
+            [1]
+        """
         if not new_keys.size:
             return self
         self.check_kind(new_keys)
@@ -136,7 +179,13 @@ class EntityIndex:
         return out
 
     def to_array(self) -> np.ndarray:
-        """Keys as a savable array (int64, or unicode strings)."""
+        """Keys as a savable array (int64, or unicode strings).
+
+        Examples:
+            >>> from ctxppl.online import EntityIndex
+            >>> EntityIndex(["u1"]).to_array().dtype.kind
+            'U'
+        """
         if self.kind == "str":
             return self._keys.astype(str)
         return self._keys.astype(np.int64)

@@ -10,7 +10,8 @@ and forgetting factor :math:`\delta \in [0, 1]`, a minibatch :math:`(X, y, o, w)
         + \tfrac{\delta}{2} (\theta - m)^\top P (\theta - m)
         + \tfrac{1-\delta}{2} (\theta - m_0)^\top \mathrm{diag}(p_0) (\theta - m_0),
 
-    P^\star = X^\top \mathrm{diag}(w\, v(\theta^\star)) X + \delta P + (1-\delta)\,\mathrm{diag}(p_0),
+    P^\star = X^\top \mathrm{diag}(w\, v(\theta^\star)) X + \delta P
+        + (1-\delta)\,\mathrm{diag}(p_0),
 
 with :math:`\ell` the negative log likelihood of the family and :math:`v` its second
 derivative in the linear predictor. :math:`\delta = 1` is exact sequential Bayesian updating
@@ -108,7 +109,13 @@ class Rule:
             raise ValueError(f"`tol` must be positive or None; got {self.tol!r}.")
 
     def prior_vector(self, num_features: int, dtype: np.dtype) -> np.ndarray:
-        """The base prior precision as a ``(num_features,)`` array."""
+        """The base prior precision as a ``(num_features,)`` array.
+
+        Examples:
+            >>> import numpy as np, ctxppl as ctx
+            >>> ctx.online.ridge(2.0).prior_vector(3, np.float32).tolist()
+            [2.0, 2.0, 2.0]
+        """
         pp = np.asarray(self.prior_precision, dtype=dtype)
         if pp.ndim and pp.shape != (num_features,):
             raise ValueError(f"`prior_precision` has {pp.shape[0]} values but the model has "
@@ -116,7 +123,13 @@ class Rule:
         return np.broadcast_to(pp, (num_features,)).copy()
 
     def to_dict(self) -> dict:
-        """Plain-Python fields (for saving)."""
+        """Plain-Python fields (for saving; ``Rule(**d)`` rebuilds the rule).
+
+        Examples:
+            >>> import ctxppl as ctx
+            >>> ctx.online.logistic(3.0).to_dict()["delta"]
+            0.0
+        """
         d = dataclasses.asdict(self)
         if isinstance(d["prior_precision"], tuple):
             d["prior_precision"] = list(d["prior_precision"])
@@ -301,6 +314,13 @@ class UpdateOutput(NamedTuple):
         status: ``0`` converged, ``1`` hit ``max_iter``, ``2`` non-finite (see ``STATUS``).
         num_iter: Newton iterations used.
         step: Size of the last Newton step (max-abs).
+
+    Examples:
+        >>> import ctxppl as ctx
+        >>> ctx.online.UpdateOutput._fields
+        ('mean', 'precision', 'status', 'num_iter', 'step')
+        >>> ctx.online.STATUS[1]
+        'did not converge'
     """
 
     mean: jax.Array
@@ -354,7 +374,6 @@ class _Data(NamedTuple):
 
 def _setup(r: _K, mean: jax.Array, precision: jax.Array, prior_mean: jax.Array,
            x: jax.Array, y: jax.Array, offset: jax.Array, weight: jax.Array) -> _Data:
-    dtype = x.dtype
     p0, delta = r.p0, r.delta
     if r.covariance == "full":
         q = delta * precision + (1 - delta) * jnp.diag(p0)
