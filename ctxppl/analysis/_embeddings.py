@@ -55,7 +55,7 @@ def model_matrix(model: Any, C: Any = None) -> np.ndarray:
 
 def embed_models(model: Any, C: Any = None, *, method: str = "pca", n_components: int = 2,
                  standardize: bool = True, random_state: int | None = 0,
-                 perplexity: float | None = None) -> np.ndarray:
+                 perplexity: float | None = None, max_iter: int | None = None) -> np.ndarray:
     """Embed the per-sample models in ``n_components`` dimensions, for plots coloured by
     covariates (:func:`ctxppl.plot.plot_embedding_for_all_covars`).
 
@@ -67,6 +67,7 @@ def embed_models(model: Any, C: Any = None, *, method: str = "pca", n_components
         standardize: Scale every parameter to unit variance first (constant ones dropped).
         random_state: Seed of t-SNE (and of PCA's randomized solver).
         perplexity: t-SNE perplexity (default ``min(30, (n - 1) / 3)``).
+        max_iter: t-SNE iterations (scikit-learn's default 1,000 when ``None``; at least 250).
 
     Returns:
         ``(n, n_components)`` embedding.
@@ -75,7 +76,7 @@ def embed_models(model: Any, C: Any = None, *, method: str = "pca", n_components
         >>> import numpy as np
         >>> from ctxppl.analysis import embed_models
         >>> params = np.random.default_rng(0).normal(size=(40, 3, 2))
-        >>> embed_models(params).shape, embed_models(params, method="tsne").shape
+        >>> embed_models(params).shape, embed_models(params, method="tsne", max_iter=250).shape
         ((40, 2), (40, 2))
     """
     if method not in _METHODS:
@@ -104,8 +105,14 @@ def embed_models(model: Any, C: Any = None, *, method: str = "pca", n_components
     perp = min(30.0, (n - 1) / 3) if perplexity is None else float(perplexity)
     if not 0 < perp < n:
         raise ValueError(f"`perplexity` must be in (0, {n}); got {perp}.")
+    opts = {}
+    if max_iter is not None:  # scikit-learn >= 1.5 calls it max_iter, older n_iter
+        import inspect
+
+        name = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"
+        opts[name] = int(max_iter)
     return TSNE(n_components=n_components, perplexity=perp, init="pca",
-                random_state=random_state).fit_transform(M)
+                random_state=random_state, **opts).fit_transform(M)
 
 
 def convert_to_one_hot(col: Collection[Any]) -> tuple[np.ndarray, list[Any]]:
