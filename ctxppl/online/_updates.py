@@ -619,7 +619,7 @@ def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, 
     # asynchronously, then collected; only the last chunk is padded (with dummy entities:
     # no records, identity precision -> they converge at once)
     static = (r.family, r.covariance)
-    numbers = _numbers(r, d, x.dtype)
+    numbers = tuple(jax.device_put(a) for a in _numbers(r, d, x.dtype))
     outs = []
     for lo in range(0, u, _CHUNK):
         part = [a[lo:lo + _CHUNK] for a in args]
