@@ -64,13 +64,15 @@ def quantiles(draws: np.ndarray, interval: float, axis: int = 0) -> tuple[np.nda
 
 
 def band(ax: Any, x: np.ndarray, draws: np.ndarray, interval: float, *, color: Any = None,
-         label: str | None = None) -> None:
-    """Mean line of ``draws`` ``(S, len(x))`` and its interval band (no band for one draw)."""
+         label: str | None = None, transform: Any = None) -> None:
+    """Mean line of ``draws`` ``(S, len(x))`` and its interval band (no band for one draw);
+    a monotone ``transform`` (e.g. ``np.exp``) is applied to the summaries."""
+    f = (lambda v: v) if transform is None else transform
     mean = draws.mean(axis=0)
-    (line,) = ax.plot(x, mean, color=color, label=label, lw=1.6)
+    (line,) = ax.plot(x, f(mean), color=color, label=label, lw=1.6)
     if draws.shape[0] > 1:
         lo, hi = quantiles(draws, interval)
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25, lw=0)
+        ax.fill_between(x, f(lo), f(hi), color=line.get_color(), alpha=0.25, lw=0)
 
 
 def as_2d_float(name: str, x: Any, *, allow_1d: bool = True) -> np.ndarray:

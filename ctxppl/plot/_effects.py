@@ -297,12 +297,16 @@ def params_vs_context(model: Any, C: Any, *, context: int | str = 0, param: str 
     return fig
 
 
-def _exp_shift(draws: np.ndarray, exponentiate: bool, relative: bool) -> np.ndarray:
+def _exp_shift(draws: np.ndarray, exponentiate: bool, relative: bool) -> dict[str, Any]:
     """contextualized-ml's presentation: curves relative to the mean curve's minimum, then
-    exponentiated for classifiers (odds ratios)."""
+    exponentiated for classifiers (odds ratios; summaries are taken on the link scale)."""
     if relative:
         draws = draws - draws.mean(axis=0).min()
-    return np.exp(draws) if exponentiate else draws
+    return {"draws": draws, "transform": np.exp if exponentiate else None}
+
+
+def _band(a: Any, x: np.ndarray, shifted: dict[str, Any], interval: float) -> None:
+    band(a, x, shifted["draws"], interval, transform=shifted["transform"])
 
 
 def _is_classifier(model: Any, classification: bool | None) -> bool:
@@ -354,7 +358,7 @@ def plot_homogeneous_context_effects(model: Any, C: Any, *, classification: bool
     for r, k in enumerate(pos):
         for j in range(d):
             a = axes[r, j]
-            band(a, c_vis[:, j], _exp_shift(flat[j, :, :, k], expo, relative), interval)
+            _band(a, c_vis[:, j], _exp_shift(flat[j, :, :, k], expo, relative), interval)
             a.set_xlabel(c_names[j])
             a.set_ylabel(("odds ratio: " if expo else "effect on ") + labels[k], fontsize=8)
     return fig
@@ -411,7 +415,7 @@ def plot_homogeneous_predictor_effects(model: Any, C: Any, X: Any, *,
     used = drop_unused(fig, axes, len(order))
     for a, j in zip(used, order, strict=True):
         curves = flat[j][:, None] * x_vis[None, :, j]  # (S, n_vis)
-        band(a, x_vis[:, j], _exp_shift(curves, expo, relative), interval)
+        _band(a, x_vis[:, j], _exp_shift(curves, expo, relative), interval)
         a.set_xlabel(x_names[j])
         a.set_ylabel(("odds ratio" if expo else "influence") + f" on {out_labels[k]}",
                      fontsize=8)

@@ -1,28 +1,11 @@
-"""Shared fits for the analysis tests (fitted once per session, small and fast)."""
+"""Shared fits for the analysis tests (see ``_fits.py``)."""
 
-import numpy as np
 import pytest
 
-from ctxppl.estimators import ContextualizedRegressor
-
-N, Q_NULL, B = 200, 30, 40
+from ._fits import Q_NULL, B, N  # noqa: F401  (re-exported for the test modules)
+from ._fits import null_fit as _null_fit
 
 
 @pytest.fixture(scope="session")
 def null_fit():
-    """A varying-coefficient regression (linear in the context: beta(c) = A c + b,
-    mu(c) = a c + m) with 1 + Q_NULL outputs and B row-resampling bootstraps.
-
-    Output 0 has strong effects: predictor 0's coefficient changes along context 0
-    (heterogeneous), both predictors have non-zero average coefficients (homogeneous) and
-    context 1 shifts the intercept (homogeneous context effect). Outputs 1..Q_NULL are pure
-    noise, independent of C and X: every effect of theirs is null.
-    """
-    rng = np.random.default_rng(20240611)
-    C = rng.normal(size=(N, 2))
-    X = rng.normal(size=(N, 2))
-    Y = rng.normal(size=(N, 1 + Q_NULL))
-    Y[:, 0] = X[:, 0] * (1 + C[:, 0]) + X[:, 1] + C[:, 1] + 0.5 * rng.normal(size=N)
-    est = ContextualizedRegressor(encoder_type="linear", metamodel_type="naive",
-                                  n_bootstraps=B, random_state=0).fit(C, X, Y)
-    return est, C, X, Y
+    return _null_fit()

@@ -11,7 +11,7 @@ import ctxppl as ctx
 from ctxppl import analysis as A
 from ctxppl.estimators import ContextualizedRegressor
 
-from .conftest import B, Q_NULL
+from ._fits import Q_NULL, B
 
 # Every randomized assertion below fails with probability <= FAILURE_RATE when the code is
 # right (for this fixed seed the outcome is deterministic; the rate says how unlucky a seed

@@ -15,7 +15,7 @@ import ctxppl as ctx
 from ctxppl import analysis as A
 from ctxppl.estimators import ContextualizedRegressor
 
-from .conftest import B, Q_NULL
+from ._fits import Q_NULL, B
 
 
 class Toy:
