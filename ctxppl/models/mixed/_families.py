@@ -142,9 +142,9 @@ class Family(NamedTuple):
             d = (dist.BernoulliLogits(eta) if self.link == "logit"
                  else dist.BernoulliProbs(jnp.clip(ndtr(eta), 1e-7, 1 - 1e-7)))
         elif self.name == "binomial":
-            d = (dist.BinomialLogits(eta, total_count=trials) if self.link == "logit"
-                 else dist.BinomialProbs(jnp.clip(ndtr(eta), 1e-7, 1 - 1e-7),
-                                         total_count=trials))
+            n = 1 if trials is None else trials
+            d = (dist.BinomialLogits(eta, total_count=n) if self.link == "logit"
+                 else dist.BinomialProbs(jnp.clip(ndtr(eta), 1e-7, 1 - 1e-7), total_count=n))
         elif self.name == "poisson":
             d = dist.Poisson(jnp.exp(eta))
         else:

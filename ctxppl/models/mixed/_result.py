@@ -50,7 +50,7 @@ class MixedResult:
         >>> df["y"] = 1 + 2 * df.x + rng.normal(size=20)[g] + 0.5 * rng.normal(size=200)
         >>> res = ctx.mixed("y ~ x + (1 | g)", df)
         >>> res.fixed_effects["estimate"].round(1).tolist()
-        [1.2, 2.0]
+        [1.1, 2.0]
         >>> res.ranef().shape
         (20, 1)
     """
@@ -319,7 +319,7 @@ class MixedResult:
         else:
             if not isinstance(newdata, pd.DataFrame):
                 raise TypeError(f"`newdata` must be a pandas DataFrame; got "
-                                f"{type(newdata).__name__}.")
+                                f"{newdata.__class__.__name__}.")
             X, Zs, codes, off, ctxs = self._new_design(newdata, allow_new_groups, include_random,
                                                        offset)
             rows = newdata.index
