@@ -299,9 +299,39 @@ def _cho_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.stack(x)
 
 
-def _tri_solve_upper_t(chol: jax.Array, z: jax.Array) -> jax.Array:
-    """Solve ``L^T x = z`` (so ``x ~ N(0, (L L^T)^{-1})`` when ``z ~ N(0, I)``)."""
-    return jax.scipy.linalg.solve_triangular(chol, z, lower=True, trans="T")
+def _solve_spd(h: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve ``h x = b`` for one symmetric positive definite ``(d, d)`` matrix.
+
+    For small ``d``: the unrolled Cholesky factorisation and both triangular solves on
+    scalars, never assembling the factor (fewer, larger fused loops under vmap).
+    """
+    d = h.shape[-1]
+    if d > _UNROLL_MAX:
+        return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(h), True), b)
+    low: list[list[jax.Array]] = [[None] * d for _ in range(d)]  # type: ignore[list-item]
+    for j in range(d):
+        s = h[j, j]
+        for k in range(j):
+            s = s - low[j][k] * low[j][k]
+        low[j][j] = jnp.sqrt(s)
+        for i in range(j + 1, d):
+            s = h[i, j]
+            for k in range(j):
+                s = s - low[i][k] * low[j][k]
+            low[i][j] = s / low[j][j]
+    z: list[jax.Array] = []
+    for i in range(d):
+        s = b[i]
+        for k in range(i):
+            s = s - low[i][k] * z[k]
+        z.append(s / low[i][i])
+    x: list[jax.Array] = [None] * d  # type: ignore[list-item]
+    for i in reversed(range(d)):
+        s = z[i]
+        for k in range(i + 1, d):
+            s = s - low[k][i] * x[k]
+        x[i] = s / low[i][i]
+    return jnp.stack(x)
 
 
 # ----------------------------------------------------------------------------- the update
@@ -425,11 +455,11 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
                  offset: jax.Array, weight: jax.Array) -> UpdateOutput:
     """Damped Newton iterations for a chunk of entities (leading axis), loop control per
     chunk: the loop runs until every entity of the chunk has converged; converged entities
-    are frozen, so each entity's path depends only on its own data. The linear predictor is
-    carried (an iteration makes three passes over the features: gradient, Hessian, and the
-    step's change of the predictor). The full Newton step is taken when it does not increase
-    the objective, or when it is small (rounding can make a tiny step look uphill); only
-    otherwise (a ``lax.cond`` on the chunk) are shorter steps tried.
+    are frozen, so each entity's path depends only on its own data. The linear predictor and
+    the gradient are carried (an iteration makes three passes over the features: Hessian,
+    the step's change of the predictor, gradient at the new point). The full Newton step is
+    taken when the objective still decreases at its end, or when it is small; only
+    otherwise (a ``lax.cond`` on the chunk) is a backtracking search run.
     """
     dtype = x.dtype
     r = _K(*static, *numbers)
@@ -437,8 +467,7 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
     dat = jax.vmap(lambda *a: _setup(r, *a))(mean, precision, prior_mean, x, y, offset, weight)
     vgrad = jax.vmap(lambda d_, t, e: _grad(r, d_, t, e))
     vhess = jax.vmap(lambda d_, e: _hess(r, d_, e))
-    vchol = jax.vmap(_cholesky)
-    vsolve = jax.vmap(_cho_solve)
+    vsolve = jax.vmap(_solve_spd)
     vmatvec = jax.vmap(lambda d_, t: t @ d_.xt)
     vvalue = jax.vmap(lambda d_, e, t: _data_nll(r, d_, e) + _quad(d_, t))
     vstep_length = jax.vmap(lambda *a: _step_length(r, *a))
@@ -455,7 +484,7 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
 
     eta0 = vmatvec(dat, mean) + offset
     if r.family == "gaussian":  # quadratic objective: one Newton step is exact
-        step = vsolve(vchol(vhess(dat, eta0)), vgrad(dat, mean, eta0))
+        step = vsolve(vhess(dat, eta0), vgrad(dat, mean, eta0))
         return finish(mean - step, jnp.zeros((u,), jnp.int32), jnp.ones((u,), jnp.int32),
                       jnp.max(jnp.abs(step), -1))
 
@@ -464,24 +493,32 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
         return jnp.any(status < 0) & (it < r.max_iter)
 
     def body(c: tuple) -> tuple:
-        it, th, eta, f, size, status, iters = c
+        it, th, eta, g, size, status, iters = c
         running = status < 0
-        step = vsolve(vchol(vhess(dat, eta)), vgrad(dat, th, eta))
+        step = vsolve(vhess(dat, eta), g)
         xs = vmatvec(dat, step)
-        f1 = vvalue(dat, eta - xs, th - step)
-        slack = 16 * jnp.finfo(dtype).eps * (jnp.abs(f) + 1)
+        th1, eta1 = th - step, eta - xs
+        g1 = vgrad(dat, th1, eta1)
+        # the objective is convex along the step, so phi'(1) = -g1 . step <= 0 means it
+        # decreased all the way; small steps are taken as they are (rounding can make them
+        # look uphill); anything else (a lax.cond on the chunk) gets a backtracking search
         small = jnp.max(jnp.abs(step), -1) <= _SMALL * (1 + jnp.max(jnp.abs(th), -1))
-        full_ok = (f1 <= f + slack) | small | ~running
-        t, fn = lax.cond(jnp.all(full_ok),
-                         lambda: (jnp.ones_like(f), f1),
-                         lambda: vstep_length(dat, th, eta, f, step, xs))
-        t = jnp.where(full_ok, 1, t)
-        fn = jnp.where(full_ok, f1, fn)
-        tstep = t[:, None] * step
-        new_size = jnp.max(jnp.abs(tstep), -1)
-        th_new = th - tstep
-        scale = 1 + jnp.max(jnp.abs(th_new), -1)
-        bad = ~(jnp.isfinite(fn) & jnp.isfinite(new_size))
+        finite1 = jnp.all(jnp.isfinite(g1), -1)
+        ok = (finite1 & ((jnp.sum(g1 * step, -1) >= 0) | small)) | ~running
+
+        def backtrack() -> tuple:
+            f = vvalue(dat, eta, th)
+            t, fn = vstep_length(dat, th, eta, f, step, xs)
+            t = jnp.where(ok, 1, t)
+            th_t, eta_t = th - t[:, None] * step, eta - t[:, None] * xs
+            return t, th_t, eta_t, vgrad(dat, th_t, eta_t), jnp.isfinite(fn) | ok
+
+        t, th1, eta1, g1, finite = lax.cond(
+            jnp.all(ok), lambda: (jnp.ones_like(size), th1, eta1, g1, jnp.ones_like(ok)),
+            backtrack)
+        new_size = jnp.max(jnp.abs(t[:, None] * step), -1)
+        scale = 1 + jnp.max(jnp.abs(th1), -1)
+        bad = ~(finite & jnp.isfinite(new_size) & jnp.all(jnp.isfinite(g1), -1))
         # converged: a step below tol (Newton's error after it is ~tol^2), or -- in the
         # quadratic regime -- a next step predicted (L s^2 with L = s / s_prev^2) below
         # 16 tol^2, i.e. at the rounding level of the float32 objective
@@ -489,14 +526,14 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
             (new_size ** 3 <= 16 * tol ** 2 * scale * size ** 2)
         done = (new_size <= tol * scale) | predicted_ok
         keep = running & ~bad
-        th = jnp.where(keep[:, None], th_new, th)
-        eta = jnp.where(keep[:, None], eta - t[:, None] * xs, eta)
-        f = jnp.where(keep, fn, f)
+        th = jnp.where(keep[:, None], th1, th)
+        eta = jnp.where(keep[:, None], eta1, eta)
+        g = jnp.where(keep[:, None], g1, g)
         size = jnp.where(running, new_size, size)
         status = jnp.where(running, jnp.where(bad, 2, jnp.where(done, 0, -1)), status)
-        return it + 1, th, eta, f, size, status, iters + running
+        return it + 1, th, eta, g, size, status, iters + running
 
-    init = (jnp.zeros((), jnp.int32), mean, eta0, vvalue(dat, eta0, mean),
+    init = (jnp.zeros((), jnp.int32), mean, eta0, vgrad(dat, mean, eta0),
             jnp.full((u,), jnp.inf, dtype), jnp.full((u,), -1, jnp.int32),
             jnp.zeros((u,), jnp.int32))
     _, th, _, _, size, status, iters = lax.while_loop(cond, body, init)

@@ -268,3 +268,19 @@ def test_rule_and_shape_errors():
         ctx.online.update_entities(ctx.online.ridge(), np.zeros((2, D)), np.zeros((2, D)),
                                    np.zeros((2, D)), np.zeros((2, 4, D)), np.zeros((2, 4)),
                                    np.zeros((2, 4)), np.ones((2, 4)))
+
+
+def test_backtracking_rescues_an_overshooting_newton_step():
+    """Poisson counts near 1000 seen from theta = 0: the first Newton step (+999) overflows
+    float32 (exp(999) = inf); backtracking must shorten it and the solve still reach the
+    exact mode of n e^theta - sum(y) + p0 theta = 0 (scipy root, float64)."""
+    y = np.tile([990.0, 1000.0, 1010.0, 1003.0, 997.0, 1000.0, 995.0, 1005.0], 2)
+    x = np.zeros((y.size, D))
+    x[:, 0] = 1.0  # intercept only (the other coefficients stay at the prior)
+    re = ctx.online.RandomEffects(ctx.online.bayes_poisson(0.5), D)
+    rep = re.update(np.zeros(y.size, int), x, y)
+    assert rep.max_iter > 3
+    want = scipy.optimize.brentq(lambda t: y.size * np.exp(t) - y.sum() + 0.5 * t, 0, 20)
+    np.testing.assert_allclose(re.coefficients([0])[0], [want, 0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(re.lookup([0])[1][0, 0, 0], y.size * np.exp(want) + 0.5,
+                               rtol=1e-4)
