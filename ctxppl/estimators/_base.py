@@ -67,7 +67,9 @@ def as_2d(name: str, x: Any, *, allow_1d: bool = False, dtype: Any = np.float64
           ) -> np.ndarray:
     """Validate one input: numeric, finite, 2-D (or 1-D when allowed), non-empty."""
     if x is None:
-        raise ValueError(f"`{name}` is required; got None.")
+        what = "the target y" if name in ("Y", "y") else f"`{name}`"
+        raise ValueError(f"this estimator requires y to be passed, but {what} is None"
+                         if name in ("Y", "y") else f"{what} is required; got None.")
     if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
         raise TypeError(f"`{name}` is a sparse matrix; pass a dense array (x.toarray()).")
     if hasattr(x, "to_numpy"):
@@ -78,18 +80,22 @@ def as_2d(name: str, x: Any, *, allow_1d: bool = False, dtype: Any = np.float64
         try:
             arr = arr.astype(dtype)
         except (TypeError, ValueError) as e:
-            raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}.") from e
+            raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype} ({e}).") from e
     if np.iscomplexobj(arr):
-        raise ValueError(f"`{name}` must be real; got complex data.")
+        raise ValueError(f"`{name}`: Complex data not supported; got dtype {arr.dtype}.")
     if arr.ndim == 1 and allow_1d:
         pass
     elif arr.ndim != 2:
-        hint = f" For one feature write `{name}.reshape(-1, 1)`." if arr.ndim == 1 else ""
+        hint = (f" Reshape your data: for one feature write `{name}.reshape(-1, 1)`."
+                if arr.ndim == 1 else "")
         raise ValueError(f"`{name}` must be 2-D (samples, features); got shape "
                          f"{arr.shape}.{hint}")
-    if arr.shape[0] == 0 or (arr.ndim == 2 and arr.shape[1] == 0):
-        raise ValueError(f"`{name}` is empty (shape {arr.shape}); need at least 1 sample "
-                         "and 1 feature.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"`{name}` has 0 sample(s) (shape={arr.shape}) while a minimum of 1 "
+                         "is required.")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"`{name}` has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+                         "is required.")
     arr = arr.astype(dtype)
     if not np.all(np.isfinite(arr)):
         bad = int(np.sum(~np.isfinite(arr)))
@@ -98,13 +104,17 @@ def as_2d(name: str, x: Any, *, allow_1d: bool = False, dtype: Any = np.float64
     return arr
 
 
-def same_rows(**arrays: np.ndarray | None) -> int:
-    """Check that every given array has the same number of rows; return it."""
+def same_rows(min_samples: int = 1, **arrays: np.ndarray | None) -> int:
+    """Check that every given array has the same number of rows (at least
+    ``min_samples``); return it."""
     rows = {k: v.shape[0] for k, v in arrays.items() if v is not None}
     if len(set(rows.values())) > 1:
         desc = ", ".join(f"`{k}` has {n}" for k, n in rows.items())
         raise ValueError(f"inputs must have one row per sample; {desc} rows.")
-    return next(iter(rows.values()))
+    n = next(iter(rows.values()))
+    if n < min_samples:
+        raise ValueError(f"fitting needs at least {min_samples} samples; got n_samples = {n}.")
+    return n
 
 
 class Scaler(NamedTuple):
@@ -250,15 +260,17 @@ class ContextualizedBase(BaseEstimator):
     def _check_context(self, C: Any) -> np.ndarray:
         C = as_2d("C", C)
         if C.shape[1] != self.n_context_features_:
-            raise ValueError(f"`C` must have {self.n_context_features_} columns (as in fit); got "
-                             f"{C.shape[1]}.")
+            raise ValueError(f"C has {C.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_context_features_} features as input (the "
+                             "context columns seen in fit).")
         return C
 
     def _check_features(self, X: Any, name: str = "X") -> np.ndarray:
         X = as_2d(name, X)
         if X.shape[1] != self.n_features_:
-            raise ValueError(f"`{name}` must have {self.n_features_} columns (as in fit); got "
-                             f"{X.shape[1]}.")
+            raise ValueError(f"{name} has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_} features as input (the `{name}` "
+                             "columns seen in fit).")
         return X
 
     def _site_draws(self, args: tuple, sites: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.multiclass import check_classification_targets
 
@@ -133,6 +135,7 @@ class _LinearEstimator(ContextualizedBase):
         self._check_options()
         Cn, Xn = _names(C), _names(X)
         C, X = as_2d("C", C), as_2d("X", X)
+        same_rows(2, C=C, X=X)
         self.context_names_ = Cn
         self.feature_names_ = Xn
         self.n_context_features_ = int(C.shape[1])
@@ -230,8 +233,8 @@ class _LinearEstimator(ContextualizedBase):
     def _linear_predictor(self, C: Any, X: Any) -> np.ndarray:
         """``eta`` (S, n, groups) on the original scale, including base offsets."""
         self._check_fitted()
-        C = self._check_context(C)
         X = self._check_features(X)
+        C = self._check_context(C)
         same_rows(C=C, X=X)
         beta, mu = self.predict_params(C, individual_preds=True)
         if getattr(self, "univariate", False):
@@ -316,7 +319,7 @@ class ContextualizedRegressor(_LinearEstimator):
         Yn = _names(Y)
         C, X = self._prepare(C, X)
         Y = as_2d("Y", Y, allow_1d=True)
-        same_rows(C=C, X=X, Y=Y)
+        same_rows(2, C=C, X=X, Y=Y)
         self.y_1d_ = bool(Y.ndim == 1)
         Y2 = Y.reshape(len(Y), -1)
         self.target_names_ = Yn
@@ -386,14 +389,19 @@ class ContextualizedClassifier(_LinearEstimator):
     def fit(self, C: Any, X: Any, y: Any) -> ContextualizedClassifier:
         """Fit to contexts ``C``, predictors ``X`` and labels ``y`` ``(n,)``. Returns ``self``."""
         C, X = self._prepare(C, X)
+        if y is None:
+            raise ValueError("this estimator requires y to be passed, but the target y is None.")
         if hasattr(y, "to_numpy"):
             y = y.to_numpy()
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected: `y` of "
+                          "shape (n, 1) was flattened to (n,).", DataConversionWarning,
+                          stacklevel=2)
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"`y` must be 1-D class labels; got shape {y.shape}.")
-        same_rows(C=C, X=X, y=y)
+        same_rows(2, C=C, X=X, y=y)
         if y.dtype.kind in "fc" and not np.all(np.isfinite(y)):
             raise ValueError("`y` contains NaN/inf labels.")
         check_classification_targets(y)

@@ -159,14 +159,37 @@ class MarkovNetwork(_LinearFamily):
             mu = numpyro.deterministic("mu", mu)
             x = take(X, 1)
             xc = x - mu
-            loc = mu - jnp.einsum("bjk,bk->bj", off, xc) / diag
+            loc = mu - jnp.sum(off * xc[:, None, :], axis=-1) / diag
             numpyro.sample("x", dist.Normal(loc, jnp.exp(-0.5 * log_diag)).to_event(1), obs=x)
 
 
 # ---------------------------------------------------------------------- DAGs
-def notears(W: jax.Array) -> jax.Array:
-    r"""NOTEARS acyclicity :math:`h(W) = \mathrm{tr}\,e^{W \circ W} - d` (0 iff ``W`` is a DAG);
-    batched over leading axes.
+def _mm(A: jax.Array, B: jax.Array) -> jax.Array:
+    """Products of many small matrices stored batch-last, ``(d, d, n)``: an unrolled sum
+    over the inner index (elementwise ops XLA fuses; its CPU ``dot`` is several times
+    slower for thousands of 4x4 products)."""
+    out = A[:, 0, None, :] * B[None, 0, :, :]
+    for j in range(1, A.shape[1]):
+        out = out + A[:, j, None, :] * B[None, j, :, :]
+    return out
+
+
+def _batch_last(M: jax.Array) -> jax.Array:
+    d = M.shape[-1]
+    return jnp.moveaxis(jnp.reshape(M, (-1, d, d)), 0, -1)
+
+
+def notears(W: jax.Array, order: int | None = None) -> jax.Array:
+    r"""NOTEARS acyclicity :math:`h(W) = \mathrm{tr}\,e^{W \circ W} - d`, batched over leading
+    axes, with the exponential's series truncated at ``order`` (default ``max(d, 6)``):
+
+    .. math:: h(W) = \sum_{k=1}^{K} \mathrm{tr}\big((W \circ W)^k\big) / k!
+
+    Every cycle has length at most ``d``, so :math:`h = 0` exactly when ``W`` is a DAG, as
+    for the full exponential; the terms left out weigh less than
+    :math:`\|W\circ W\|^{K+1}/(K+1)!`. Traces of powers come from products of powers up to
+    ``K/2`` (:math:`\mathrm{tr}(M^{a+b}) = \sum M^a \circ (M^b)^\top`), a few small products
+    instead of ``expm``'s scaling and squaring, which is ~30x slower per step on CPU.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -177,7 +200,18 @@ def notears(W: jax.Array) -> jax.Array:
         1.086
     """
     d = W.shape[-1]
-    return jnp.trace(jax.scipy.linalg.expm(W * W), axis1=-2, axis2=-1) - d
+    K = max(d, 6) if order is None else int(order)
+    M = _batch_last(W * W)  # (d, d, n)
+    powers = [None, M]
+    for _ in range(2, (K + 1) // 2 + 1):
+        powers.append(_mm(powers[-1], M))
+    h = jnp.sum(M * jnp.eye(d, dtype=M.dtype)[:, :, None], axis=(0, 1))
+    fact = 1.0
+    for k in range(2, K + 1):
+        fact *= k
+        a = (k + 1) // 2
+        h = h + jnp.sum(powers[a] * jnp.swapaxes(powers[k - a], 0, 1), axis=(0, 1)) / fact
+    return jnp.reshape(h, W.shape[:-2])
 
 
 def dag_poly(W: jax.Array) -> jax.Array:
@@ -191,10 +225,17 @@ def dag_poly(W: jax.Array) -> jax.Array:
         0.0
     """
     d = W.shape[-1]
-    M = jnp.eye(d) + W * W / d
-    P = jnp.linalg.matrix_power(M, d) if W.ndim == 2 else jax.vmap(
-        lambda m: jnp.linalg.matrix_power(m, d))(M.reshape((-1, d, d))).reshape(M.shape)
-    return jnp.trace(P, axis1=-2, axis2=-1) - d
+    M = _batch_last(jnp.eye(d) + W * W / d)
+    P, R = None, M  # P = M^d by binary powering
+    e = d
+    while e:
+        if e & 1:
+            P = R if P is None else _mm(P, R)
+        e >>= 1
+        if e:
+            R = _mm(R, R)
+    return jnp.reshape(jnp.sum(P * jnp.eye(d, dtype=P.dtype)[:, :, None], axis=(0, 1)) - d,
+                       W.shape[:-2])
 
 
 _DAG_LOSSES = {"notears": notears, "poly": dag_poly}
@@ -229,8 +270,9 @@ class BayesianNetwork(_LinearFamily):
 
     Args:
         dag_loss: ``"notears"`` (matrix exponential) or ``"poly"``.
-        dag_alpha, dag_rho, l1: Per-sample penalty weights (contextualized-ml defaults
-            0.1, 0.01, 0).
+        dag_alpha, dag_rho, l1: Per-sample penalty weights (contextualized-ml uses 0.1, 0.01,
+            0; those leave 2-cycles on simple simulated SEMs, so the defaults here are 10,
+            10, 0).
         archetype_alpha, archetype_rho, archetype_l1: Archetype penalty weights.
         noise_scale: Residual scale :math:`\sigma`.
         fit_intercept: Context-dependent means :math:`\mu(c)`.
@@ -248,8 +290,8 @@ class BayesianNetwork(_LinearFamily):
     metamodel: Metamodel = field(default_factory=lambda: Metamodel("subtype",
                                                                    num_archetypes=16))
     dag_loss: str = "notears"
-    dag_alpha: float = 0.1
-    dag_rho: float = 0.01
+    dag_alpha: float = 10.0
+    dag_rho: float = 10.0
     l1: float = 0.0
     archetype_alpha: float = 0.0
     archetype_rho: float = 0.0
@@ -288,7 +330,7 @@ class BayesianNetwork(_LinearFamily):
             if self.dag_alpha or self.dag_rho or self.l1:
                 penalize("penalty", self._penalty(W, self.dag_alpha, self.dag_rho, self.l1))
             x = take(X, 1)
-            loc = jnp.einsum("bj,bjk->bk", x, W) + mu
+            loc = jnp.sum(x[:, :, None] * W, axis=1) + mu
             numpyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
         del idx
         arch = getattr(enc.head, "archetypes", None)

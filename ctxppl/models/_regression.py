@@ -200,7 +200,7 @@ class Regression(_LinearFamily):
                 scale = sigma if jnp.ndim(sigma) == 0 else sigma[:, None]
                 numpyro.sample("y", dist.Normal(g(eta), scale).to_event(2), obs=y)
             else:
-                eta = jnp.einsum("byx,bx->by", beta, x) + mu
+                eta = jnp.sum(beta * x[:, None, :], axis=-1) + mu
                 if y_offset is not None:
                     eta = eta + take(y_offset, 1)
                 numpyro.sample("y", dist.Normal(g(eta), sigma).to_event(1), obs=y)
@@ -299,7 +299,7 @@ class Classification(_LinearFamily):
             beta = numpyro.deterministic("beta", beta)
             mu = numpyro.deterministic("mu", mu)
             x = take(X, 1)
-            eta = jnp.einsum("byx,bx->by", beta, x) + mu
+            eta = jnp.sum(beta * x[:, None, :], axis=-1) + mu
             if y_offset is not None:
                 eta = eta + take(y_offset, 1)
             if multi:
