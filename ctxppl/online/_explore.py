@@ -15,13 +15,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ctxppl.online._updates import _cholesky
-
 __all__ = ["predictive_moments", "predictive_mean", "sample_coefficients", "ucb_from_moments"]
 
 
 def _chol_batch(precision: jax.Array) -> jax.Array:
-    return jax.vmap(_cholesky)(precision)
+    return jnp.linalg.cholesky(precision)
 
 
 @partial(jax.jit, static_argnames=("full",))

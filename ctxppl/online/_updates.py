@@ -252,53 +252,6 @@ def _score_var(family: str, y: jax.Array, eta: jax.Array,
 
 
 # ----------------------------------------------------------------------------- linear algebra
-def _cholesky(h: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of one ``(d, d)`` matrix.
-
-    For small ``d`` the factorisation is unrolled into scalar operations, which vmap turns
-    into SIMD loops over entities (several times faster on CPU than one LAPACK call per
-    entity); larger ``d`` uses ``jnp.linalg.cholesky``.
-    """
-    d = h.shape[-1]
-    if d > _UNROLL_MAX:
-        return jnp.linalg.cholesky(h)
-    cols: list[list[jax.Array]] = [[None] * d for _ in range(d)]  # type: ignore[list-item]
-    for j in range(d):
-        s = h[j, j]
-        for k in range(j):
-            s = s - cols[j][k] ** 2
-        ljj = jnp.sqrt(s)
-        cols[j][j] = ljj
-        for i in range(j + 1, d):
-            s = h[i, j]
-            for k in range(j):
-                s = s - cols[i][k] * cols[j][k]
-            cols[i][j] = s / ljj
-    zero = jnp.zeros((), h.dtype)
-    return jnp.stack([jnp.stack([cols[i][j] if j <= i else zero for j in range(d)])
-                      for i in range(d)])
-
-
-def _cho_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve ``(L L^T) x = b`` for one ``(d,)`` right-hand side."""
-    d = chol.shape[-1]
-    if d > _UNROLL_MAX:
-        return jax.scipy.linalg.cho_solve((chol, True), b)
-    z: list[jax.Array] = []
-    for i in range(d):
-        s = b[i]
-        for k in range(i):
-            s = s - chol[i, k] * z[k]
-        z.append(s / chol[i, i])
-    x: list[jax.Array] = [None] * d  # type: ignore[list-item]
-    for i in reversed(range(d)):
-        s = z[i]
-        for k in range(i + 1, d):
-            s = s - chol[k, i] * x[k]
-        x[i] = s / chol[i, i]
-    return jnp.stack(x)
-
-
 def _solve_spd(h: jax.Array, b: jax.Array) -> jax.Array:
     """Solve ``h x = b`` for one symmetric positive definite ``(d, d)`` matrix.
 
