@@ -10,6 +10,8 @@ installed version's API. ArviZ creates its figures through pyplot: close them wi
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,18 @@ def to_arviz_data(data: Any) -> Any:
                     f"ArviZ data (InferenceData / DataTree); got {type(data).__name__}.")
 
 
+@contextlib.contextmanager
+def _quiet_arviz0() -> Any:
+    """arviz 0.x calls matplotlib APIs deprecated in matplotlib 3.11 (``normalize_kwargs``
+    with a dict); that warning is about ArviZ's code, not the caller's, so it is silenced."""
+    from matplotlib import MatplotlibDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=MatplotlibDeprecationWarning,
+                                module=r"arviz\.")
+        yield
+
+
 def _figure_of(out: Any) -> Any:
     if hasattr(out, "get_viz"):  # arviz 1.x PlotCollection
         return np.asarray(out.get_viz("figure")).item()
@@ -113,7 +127,8 @@ def trace(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
     if arviz_major() >= 1:
         out = az.plot_trace_dist(d, var_names=var_names, backend="matplotlib", **kwargs)
     else:
-        out = az.plot_trace(d, var_names=var_names, show=False, **kwargs)
+        with _quiet_arviz0():
+            out = az.plot_trace(d, var_names=var_names, show=False, **kwargs)
     return _figure_of(out)
 
 
@@ -139,7 +154,8 @@ def forest(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
     if arviz_major() >= 1:
         out = az.plot_forest(d, var_names=var_names, backend="matplotlib", **kwargs)
     else:
-        out = az.plot_forest(d, var_names=var_names, show=False, **kwargs)
+        with _quiet_arviz0():
+            out = az.plot_forest(d, var_names=var_names, show=False, **kwargs)
     return _figure_of(out)
 
 
@@ -166,5 +182,6 @@ def pair(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
     if arviz_major() >= 1:
         out = az.plot_pair(d, var_names=var_names, backend="matplotlib", **kwargs)
     else:
-        out = az.plot_pair(d, var_names=var_names, show=False, **kwargs)
+        with _quiet_arviz0():
+            out = az.plot_pair(d, var_names=var_names, show=False, **kwargs)
     return _figure_of(out)
