@@ -211,9 +211,13 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--nuts-samples", type=int, default=1000)
     ap.add_argument("--nuts-seeds", type=int, default=1)
+    ap.add_argument("--sizes", type=int, nargs="*", help="numbers of groups (no docs section)")
+    ap.add_argument("--no-nuts", action="store_true", help="skip the NUTS part (no docs)")
     args = ap.parse_args()
     jnp.ones(1).block_until_ready()  # backend start-up is not part of any fit
     sizes = [1000, 5000] if args.quick else [1000, 20000, 125000]
+    partial = bool(args.quick or args.sizes or args.no_nuts)
+    sizes = args.sizes or sizes
     peer_max = 5000 if args.quick else 20000
     results = []
     for slope in (False, True):
@@ -227,11 +231,13 @@ def main() -> None:
             results.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "ctx"} | {
                 "ctx": {k: v for k, v in c.items() if k != "est"}}), flush=True)
+    if args.no_nuts:
+        return
     ns = 200 if args.quick else args.nuts_samples
     nuts = nuts_radon(ns, ns, [0] if args.quick else list(range(args.nuts_seeds)))
     text = report(results, nuts)
     print(text)
-    if not args.quick:
+    if not partial:
         write_section("mixed", text)
 
 
