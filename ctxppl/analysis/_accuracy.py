@@ -53,10 +53,13 @@ def acc_by_covars(Y_true: Any, Y_pred: Any, covar_df: pd.DataFrame, *,
         metric: ``metric(y_true, y_pred) -> float``; default :func:`get_roc` (AUROC, as
             contextualized-ml); e.g. ``sklearn.metrics.mean_squared_error`` for regression.
         max_classes: Largest number of groups per covariate.
-        covar_stds, covar_means: Undo a standardisation of the covariates (one value per
-            column) before grouping.
+        covar_stds: Standard deviations (one per column) to undo a standardisation of the
+            covariates.
+        covar_means: Means (one per column) to undo a standardisation of the covariates.
         covar_encoders: Fitted ``LabelEncoder`` s (one per column) to show original labels.
-        train_idx, test_idx: Boolean masks: report the metric on both splits.
+        train_idx: Boolean mask of the training samples (with ``test_idx``: the metric on both
+            splits).
+        test_idx: Boolean mask of the test samples.
 
     Returns:
         DataFrame with ``covariate``, ``group``, ``n`` and ``score`` (or ``n_train``,

@@ -234,7 +234,11 @@ def get_heterogeneous_predictor_effects(model: Any, C: Any, *, C_vis: Any = None
     Args:
         model: A fitted ctxppl estimator or :class:`~ctxppl.analysis.FitParams`.
         C: Contexts ``(n, n_contexts)`` that set the grid's range.
-        C_vis, n_vis, reference: The grid, as in :func:`get_homogeneous_context_effects`.
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
         individual_preds: Keep the bootstrap / posterior-draw axis ``S``.
         verbose: Print progress.
 

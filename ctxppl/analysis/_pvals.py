@@ -202,10 +202,17 @@ def calc_homogeneous_context_effects_pvals(model: Any, C: Any, verbose: bool = F
             ``n_bootstraps >= 2`` or a posterior (SVI, Laplace, NUTS).
         C: Contexts ``(n, n_contexts)``.
         verbose: Print the smallest p-value the draws allow.
-        sided, method, laplace_smoothing: See :func:`sign_pvalue`.
+        sided: ``"two"`` (default) or ``"one"`` (contextualized-ml's numbers); see
+            :func:`~ctxppl.analysis.sign_pvalue`.
+        method: ``"count"`` (share of draws across zero, Laplace-smoothed) or ``"normal"`` (normal
+            approximation).
+        laplace_smoothing: Pseudo-count of the ``"count"`` rule.
         contrast: ``"endpoints"`` or ``"slope"``.
-        C_vis, n_vis, reference: The grid; see
-            :func:`~ctxppl.analysis.get_homogeneous_context_effects`.
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
 
     Returns:
         P-values of shape ``(n_contexts, *mu_shape)`` (``(n_contexts, n_outcomes)`` for a
@@ -244,7 +251,11 @@ def calc_homogeneous_predictor_effects_pvals(model: Any, C: Any, verbose: bool =
         model: A fitted ctxppl estimator or :class:`~ctxppl.analysis.FitParams` with draws.
         C: Contexts to average over ``(n, n_contexts)``.
         verbose: Print the smallest p-value the draws allow.
-        sided, method, laplace_smoothing: See :func:`sign_pvalue`.
+        sided: ``"two"`` (default) or ``"one"`` (contextualized-ml's numbers); see
+            :func:`~ctxppl.analysis.sign_pvalue`.
+        method: ``"count"`` (share of draws across zero, Laplace-smoothed) or ``"normal"`` (normal
+            approximation).
+        laplace_smoothing: Pseudo-count of the ``"count"`` rule.
         C_vis: Optional other contexts to average over.
 
     Returns:
@@ -281,10 +292,17 @@ def calc_heterogeneous_predictor_effects_pvals(model: Any, C: Any, verbose: bool
         model: A fitted ctxppl estimator or :class:`~ctxppl.analysis.FitParams` with draws.
         C: Contexts ``(n, n_contexts)``.
         verbose: Print the smallest p-value the draws allow.
-        sided, method, laplace_smoothing: See :func:`sign_pvalue`.
+        sided: ``"two"`` (default) or ``"one"`` (contextualized-ml's numbers); see
+            :func:`~ctxppl.analysis.sign_pvalue`.
+        method: ``"count"`` (share of draws across zero, Laplace-smoothed) or ``"normal"`` (normal
+            approximation).
+        laplace_smoothing: Pseudo-count of the ``"count"`` rule.
         contrast: ``"endpoints"`` (contextualized-ml) or ``"slope"``.
-        C_vis, n_vis, reference: The grid; see
-            :func:`~ctxppl.analysis.get_heterogeneous_predictor_effects`.
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
 
     Returns:
         P-values of shape ``(n_contexts, n_predictors, *outcomes)``.
@@ -330,8 +348,17 @@ def effects_table(model: Any, C: Any, kind: str = "heterogeneous", *, interval: 
             outcome: the average coefficient) or ``"homogeneous_context"`` (context x
             outcome: the change of the intercept along the context).
         interval: Mass of the equal-tailed interval over the draws.
-        sided, method, laplace_smoothing, contrast, C_vis, n_vis, reference: As for the
-            ``calc_*_pvals`` functions.
+        sided: ``"two"`` (default) or ``"one"`` (contextualized-ml's numbers); see
+            :func:`~ctxppl.analysis.sign_pvalue`.
+        method: ``"count"`` (share of draws across zero, Laplace-smoothed) or ``"normal"`` (normal
+            approximation).
+        laplace_smoothing: Pseudo-count of the ``"count"`` rule.
+        contrast: ``"endpoints"`` (contextualized-ml) or ``"slope"``.
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
 
     Returns:
         DataFrame with the name columns (``context``, ``predictor``, ``outcome`` as they

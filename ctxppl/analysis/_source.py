@@ -72,7 +72,9 @@ class FitParams:
             outcomes can be dummies: only the parameter sites are read).
         beta: Site of the per-sample coefficients, shape ``(n, *outcomes, p)``.
         mu: Site of the per-sample intercepts ``(n, *outcomes)``, or ``None``.
-        context_names, feature_names, target_names: Optional names for tables and plots.
+        context_names: Optional names of the context features.
+        feature_names: Optional names of the predictors.
+        target_names: Optional names of the outcomes.
 
     Examples:
         >>> import jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist

@@ -330,7 +330,11 @@ def plot_homogeneous_context_effects(model: Any, C: Any, *, classification: bool
         relative: Shift every curve so its mean's minimum is 0 (1 after exponentiation), as
             contextualized-ml.
         interval: Band mass.
-        C_vis, n_vis, reference: The grid (see :mod:`ctxppl.analysis`).
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
         outcome: Which intercepts (flat index, position, name or list); default all.
         max_panels: Most panels drawn.
 
@@ -377,7 +381,9 @@ def plot_homogeneous_predictor_effects(model: Any, C: Any, X: Any, *,
         model: Fitted estimator / :class:`~ctxppl.analysis.FitParams`.
         C: Contexts to average the coefficients over.
         X: Predictors ``(n, n_predictors)`` (their ranges and names).
-        classification, relative, interval: As in :func:`plot_homogeneous_context_effects`.
+        classification: Exponentiate (odds ratios); default: when ``model`` is a classifier.
+        relative: Shift every curve so its mean's minimum is 0 (1 after exponentiation).
+        interval: Band mass.
         C_vis: Optional other contexts to average over.
         n_vis: Points along each predictor.
         outcome: Which outcome (flat index, position or name) when there are several.
@@ -436,7 +442,11 @@ def plot_heterogeneous_predictor_effects(model: Any, C: Any, X: Any = None, *,
         C: Contexts ``(n, n_contexts)``.
         X: Predictors (only their names are used; optional).
         interval: Band mass.
-        C_vis, n_vis, reference: The grid.
+        C_vis: Optional grid ``(n_vis, n_contexts)`` instead of the even one over the range of
+            ``C``.
+        n_vis: Grid points per context feature.
+        reference: Value of the other context features on the grid: ``"mean"`` (default), ``"zero"``
+            or an array.
         outcome: Which outcome (flat index, position or name).
         min_effect_size: Skip (context, predictor) pairs whose mean curve never exceeds this
             in absolute value.

@@ -53,8 +53,11 @@ def plot_lowdim_rep(low_dim: Any, labels: Any, *, max_classes_for_discrete: int 
         max_classes_for_discrete: Numeric labels with fewer distinct values are discrete.
         min_samples: Hide classes with at most this many samples.
         cbar_label: Legend / colour-bar title.
-        title, xlabel, ylabel: Texts.
-        s, alpha: Marker size and opacity.
+        title: Axes title.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        s: Marker size.
+        alpha: Marker opacity.
         ax: Existing Axes.
         **kwargs: Accepted for contextualized-ml compatibility (``figsize``, font sizes,
             ``figname``) and ignored; save with ``fig.savefig``.
@@ -97,15 +100,17 @@ def plot_embedding_for_all_covars(reps: Any, covars_df: Any, covars_stds: Any = 
     Args:
         reps: Embedding ``(n, >=2)`` (e.g. :func:`ctxppl.analysis.embed_models`).
         covars_df: Covariates ``(n, k)`` (DataFrame; column names title the panels).
-        covars_stds, covars_means: Undo a standardisation of the covariates (one value per
-            column).
+        covars_stds: Standard deviations (one per column) to undo a standardisation of the
+            covariates.
+        covars_means: Means (one per column) to undo a standardisation of the covariates.
         covars_encoders: Fitted ``LabelEncoder`` s (one per column) to show original labels.
         dithering_pct: Jitter both axes by this fraction of their SD (seeded by
             ``random_state``).
         random_state: Seed of the jitter.
         max_classes_for_discrete: As in :func:`plot_lowdim_rep`.
         ncols: Panels per row.
-        s, alpha: Marker size and opacity.
+        s: Marker size.
+        alpha: Marker opacity.
         **kwargs: Accepted for contextualized-ml compatibility and ignored.
 
     Returns:

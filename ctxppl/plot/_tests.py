@@ -47,7 +47,8 @@ def heterogeneity(pvals: Any, *, alpha: float = 0.05, context_names: list[str] |
             :func:`ctxppl.analysis.calc_heterogeneous_predictor_effects_pvals`
             ``(n_contexts, n_predictors, *outcomes)``.
         alpha: Significance level for the stars.
-        context_names, predictor_names: Labels for an array input.
+        context_names: Labels of the context features (array input).
+        predictor_names: Labels of the predictors (array input).
         annotate: Print p-values in the cells.
         cmap: Colour map.
         ax: Existing Axes.
