@@ -432,6 +432,7 @@ class ContextualizedClassifier(_LinearEstimator):
 
     def predict(self, C: Any, X: Any) -> np.ndarray:
         """Most probable class label of every sample."""
+        self._check_fitted()
         return self.classes_[np.argmax(self.predict_proba(C, X), axis=-1)]
 
     def score(self, C: Any, X: Any, y: Any) -> float:

@@ -16,6 +16,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ctxppl import _primitives as prim
 from ctxppl.models._common import elastic_net, penalize, sample_plate, take
 from ctxppl.models._metamodels import Metamodel
 from ctxppl.models._regression import _check_2d, _LinearFamily
@@ -96,8 +97,9 @@ class CorrelationNetwork(_LinearFamily):
         sigma = self.noise_scale
         if sigma is None:
             sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        enc = self._param_encoder(C, d, d, True)
         with sample_plate(self.plate, C):
-            beta, mu = self._params(C, d, d, True)  # beta[b, k, j]: slope of z_k on z_j
+            beta, mu = self._params(enc, d, d, True)  # beta[b, k, j]: slope of z_k on z_j
             if self.alpha > 0:
                 penalize("penalty", elastic_net(beta * mask, mu * mask, self.alpha,
                                                 self.l1_ratio, self.mu_ratio, 2))
@@ -146,8 +148,9 @@ class MarkovNetwork(_LinearFamily):
         _need_features(X, "Markov network")
         p = X.shape[1]
         off_mask = 1.0 - jnp.eye(p)
+        enc = self._encoder(C, (p, p + 2))
         with sample_plate(self.plate, C):
-            theta, _ = self._encode(C, (p, p + 2))
+            theta = prim.contextual("theta", enc)
             raw = theta[..., :p]
             off = 0.5 * (raw + jnp.swapaxes(raw, -1, -2)) * off_mask
             log_diag = theta[..., p]
@@ -321,8 +324,9 @@ class BayesianNetwork(_LinearFamily):
         _need_features(X, "Bayesian network")
         p = X.shape[1]
         mask = 1.0 - jnp.eye(p)
-        with sample_plate(self.plate, C) as idx:
-            theta, enc = self._encode(C, (p, p + 1))
+        enc = self._encoder(C, (p, p + 1))
+        with sample_plate(self.plate, C):
+            theta = prim.contextual("theta", enc)
             W = theta[..., :p] * mask
             mu = theta[..., p] if self.fit_intercept else jnp.zeros_like(theta[..., p])
             W = numpyro.deterministic("W", W)
@@ -332,7 +336,6 @@ class BayesianNetwork(_LinearFamily):
             x = take(X, 1)
             loc = jnp.sum(x[:, :, None] * W, axis=1) + mu
             numpyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
-        del idx
         arch = getattr(enc.head, "archetypes", None)
         if self.metamodel.kind == "subtype" and arch is not None and (
                 self.archetype_alpha or self.archetype_rho or self.archetype_l1):

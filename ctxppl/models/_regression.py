@@ -56,23 +56,21 @@ class _LinearFamily:
         if self.prior_scale is not None and not self.prior_scale > 0:
             raise ValueError(f"`prior_scale` must be > 0 or None; got {self.prior_scale!r}.")
 
-    def _encode(self, C: jax.Array, shape: tuple[int, ...], tasks: jax.Array | None = None
-                ) -> tuple[jax.Array, Any]:
-        """Per-sample metamodel output ``theta`` of shape ``shape`` (site ``theta``), and the
-        live metamodel.
+    def _encoder(self, C: jax.Array, shape: tuple[int, ...], tasks: jax.Array | None = None
+                 ) -> Any:
+        """Register the metamodel's sites and return the live encoder (call it *outside* the
+        samples plate: a Bayesian head's prior sites are global, not per sample).
 
         For multitask/tasksplit metamodels the leading axis of ``shape`` is the task axis;
         tasks default to one-hot rows.
         """
         if self.metamodel.kind in ("multitask", "tasksplit") and tasks is None:
             tasks = jnp.eye(shape[0])
-        enc = self.metamodel(self.name, C.shape[1], shape, tasks=tasks,
-                             prior_scale=self.prior_scale)
-        return prim.contextual("theta", enc), enc
+        return self.metamodel(self.name, C.shape[1], shape, tasks=tasks,
+                              prior_scale=self.prior_scale)
 
-    def _params(self, C: jax.Array, groups: int, x_dim: int, univariate: bool
-                ) -> tuple[jax.Array, jax.Array]:
-        """Per-sample ``beta`` (b, groups, x_dim) and ``mu`` (b, groups[, x_dim])."""
+    def _param_encoder(self, C: jax.Array, groups: int, x_dim: int, univariate: bool) -> Any:
+        """The encoder of per-sample (beta, mu) for ``groups`` outputs."""
         kind = self.metamodel.kind
         per = 2 if univariate else x_dim + 1
         if kind in ("naive", "subtype"):
@@ -86,7 +84,13 @@ class _LinearFamily:
         else:
             shape = (groups, per)
             tasks = jnp.eye(groups)
-        theta, _ = self._encode(C, shape, tasks)
+        return self._encoder(C, shape, tasks)
+
+    def _params(self, enc: Any, groups: int, x_dim: int, univariate: bool
+                ) -> tuple[jax.Array, jax.Array]:
+        """Inside the plate: per-sample ``beta`` (b, groups, x_dim) and ``mu``
+        (b, groups[, x_dim])."""
+        theta = prim.contextual("theta", enc)
         b = theta.shape[0]
         if univariate:
             theta = jnp.reshape(theta, (b, groups, x_dim, 2))
@@ -97,9 +101,9 @@ class _LinearFamily:
             mu = jnp.zeros_like(mu)
         return beta, mu
 
-    def _beta_mu(self, C, X, groups, univariate, beta_offset, mu_offset):  # noqa: ANN001, ANN202
+    def _beta_mu(self, enc, X, groups, univariate, beta_offset, mu_offset):  # noqa: ANN001, ANN202
         x_dim = X.shape[1]
-        beta, mu = self._params(C, groups, x_dim, univariate)
+        beta, mu = self._params(enc, groups, x_dim, univariate)
         pen_ndim = 2
         if self.alpha > 0:
             penalize("penalty", elastic_net(beta, mu, self.alpha, self.l1_ratio,
@@ -187,8 +191,9 @@ class Regression(_LinearFamily):
         if sigma is None:
             sigma = numpyro.sample("sigma", dist.HalfNormal(1.0).expand([groups]).to_event(1))
         g = output_link(self.link)
+        enc = self._param_encoder(C, groups, X.shape[1], self.univariate)
         with sample_plate(self.plate, C):
-            beta, mu = self._beta_mu(C, X, groups, self.univariate, beta_offset, mu_offset)
+            beta, mu = self._beta_mu(enc, X, groups, self.univariate, beta_offset, mu_offset)
             x = take(X, 1)
             y = take(Y, 1)
             if self.univariate:
@@ -284,8 +289,9 @@ class Classification(_LinearFamily):
             groups = Y.shape[1] if Y is not None else self.y_dim
             if groups is None:
                 raise ValueError("give `Y` or set `y_dim` on the model to predict without `Y`.")
+        enc = self._param_encoder(C, groups, X.shape[1], False)
         with sample_plate(self.plate, C):
-            beta, mu = self._params(C, groups, X.shape[1], False)
+            beta, mu = self._params(enc, groups, X.shape[1], False)
             if self.alpha > 0:
                 penalize("penalty", elastic_net(beta, mu, self.alpha, self.l1_ratio,
                                                 self.mu_ratio, 2))
