@@ -101,6 +101,38 @@ def compile_seconds(d: int) -> float:
     return first - (time.perf_counter() - t)
 
 
+def worker(spec: dict) -> dict:
+    """One ctx measurement in a fresh process (run through :func:`ctx_measure`)."""
+    comp = compile_seconds(spec["d"])
+    data = make_data(spec["seed"], spec["u"], spec["d"], spec["k"])
+    wall, re, cpu = ctx_run(data, spec["threads"])
+    out = {"wall": wall, "cpu": cpu, "compile": comp, "updates": spec["u"] * spec["k"]}
+    if spec.get("kernel"):
+        out["kernel"] = kernel_run(data)
+    n = spec.get("n_keep", 0)
+    if n:
+        mean, prec = re.lookup(np.arange(n))
+        out["theta"], out["hessian"] = mean.tolist(), prec.tolist()
+    return out
+
+
+def ctx_measure(single_core: bool, **spec: object) -> dict:
+    """Run :func:`worker` in a subprocess: on one core (all threads pinned to CPU 0 and
+    XLA's intra-op thread pool off, like the peer) or on all cores."""
+    env = dict(os.environ)
+    pre = None
+    if single_core:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                            " --xla_cpu_multi_thread_eigen=false").strip()
+        pre = lambda: os.sched_setaffinity(0, {0})  # noqa: E731
+        spec = {**spec, "threads": 1}
+    else:
+        spec = {**spec, "threads": os.cpu_count() or 1}
+    res = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                         preexec_fn=pre, check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def numpy_newton(data: dict) -> float:
     """A plain vectorised NumPy Newton (float64, batched solves), same objective."""
     x, y, off = (data[k].astype(np.float64) for k in ("X", "y", "offset"))
@@ -133,14 +165,15 @@ def peer_run(data: dict, n: int) -> dict:
         inp, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.json")
         np.savez(inp, **{k: v[:n].astype(np.float64) for k, v in data.items()}, lam=LAM,
                  delta=DELTA, trainer="seq_bayes")
-        subprocess.run([str(PEER_PY), str(RUNNER), inp, out], check=True)
+        subprocess.run([str(PEER_PY), str(RUNNER), inp, out], check=True,
+                       preexec_fn=lambda: os.sched_setaffinity(0, {0}))  # one core
         with open(out) as fh:
             return json.load(fh)
 
 
-def compare(re: ctx.online.RandomEffects, peer: dict) -> tuple[float, float]:
+def compare(mine: dict, peer: dict) -> tuple[float, float]:
     n = len(peer["theta"])
-    mean, prec = re.lookup(np.arange(n))
+    mean, prec = np.asarray(mine["theta"])[:n], np.asarray(mine["hessian"])[:n]
     dtheta = float(np.abs(mean - np.asarray(peer["theta"])).max())
     h = np.asarray(peer["hessian"])
     dh = float(np.abs(prec - h).max() / np.abs(h).max())
@@ -150,28 +183,30 @@ def compare(re: ctx.online.RandomEffects, peer: dict) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, no docs update")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
     sizes = [1000, 10000] if args.quick else [1000, 100_000]
     peer_cap = 300
     threads_all = os.cpu_count() or 1
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
     rows, lines = [], []
-    comp = compile_seconds(10)
-    print(f"compile (R=50, d=10): {comp:.1f} s", flush=True)
-
+    comp = None
     for u in sizes:
-        data = make_data(0, u, 10)
-        t1, re, c1 = ctx_run(data, 1)
-        tn, re_n, _ = ctx_run(data, threads_all)
-        kern = kernel_run(data)
         n_peer = u if u <= 1000 else peer_cap
-        peer = peer_run(data, n_peer)
-        dtheta, dh = compare(re, peer)
-        dtheta_n, _ = compare(re_n, peer)
+        one = ctx_measure(True, seed=0, u=u, d=10, k=K, kernel=True, n_keep=n_peer)
+        comp = one["compile"] if comp is None else comp
+        allc = ctx_measure(False, seed=0, u=u, d=10, k=K, n_keep=n_peer)
+        peer = peer_run(make_data(0, u, 10), n_peer)  # the same data, first n_peer entities
+        dtheta, dh = compare(one, peer)
+        dtheta_n, _ = compare(allc, peer)
         ups = u * K
-        row = {"entities": u, "ctx_1": ups / t1, "ctx_1_cpu": ups / c1, "ctx_all": ups / tn,
-               "kernel": ups / kern, "peer": peer["updates"] / peer["seconds"],
+        row = {"entities": u, "ctx_1": ups / one["wall"], "ctx_1_cpu": ups / one["cpu"],
+               "ctx_all": ups / allc["wall"], "kernel": ups / one["kernel"],
+               "peer": peer["updates"] / peer["seconds"],
                "peer_cpu": peer["updates"] / peer["cpu_seconds"], "peer_n": n_peer,
                "dtheta": max(dtheta, dtheta_n), "dh": dh}
         rows.append(row)
@@ -180,18 +215,17 @@ def main() -> None:
     # scaling with entities (ctx only) and features (ctx and the peer on 200 entities)
     ent_scale = []
     for u in ([1000, 10000] if args.quick else [1000, 10000, 100_000]):
-        data = make_data(1, u, 10, 1)
-        t, _, c = ctx_run(data, threads_all)
-        ent_scale.append((u, u / t, u / c))
+        one = ctx_measure(True, seed=1, u=u, d=10, k=1)
+        allc = ctx_measure(False, seed=1, u=u, d=10, k=1)
+        ent_scale.append((u, u / one["wall"], u / allc["wall"]))
     feat_scale = []
     for d in ([5, 10] if args.quick else [5, 10, 20, 40]):
-        c = compile_seconds(d) if d != 10 else comp
-        data = make_data(2, 10000 if not args.quick else 2000, d, 1)
-        t, re, cpu = ctx_run(data, threads_all)
-        peer = peer_run(data, 200)
-        dtheta, _ = compare(re, peer)
-        feat_scale.append((d, data["X"].shape[0] / t, peer["updates"] / peer["seconds"], c,
-                           dtheta, data["X"].shape[0] / cpu,
+        u = 10000 if not args.quick else 2000
+        one = ctx_measure(True, seed=2, u=u, d=d, k=1, n_keep=200)
+        peer = peer_run(make_data(2, u, d, 1), 200)
+        dtheta, _ = compare(one, peer)
+        feat_scale.append((d, u / one["wall"], peer["updates"] / peer["seconds"],
+                           one["compile"], dtheta, u / one["cpu"],
                            peer["updates"] / peer["cpu_seconds"]))
         print("features", feat_scale[-1], flush=True)
     np_rate = 20000 / numpy_newton(make_data(3, 10000, 10))
@@ -214,9 +248,9 @@ def main() -> None:
                  "to end (checks, grouping, jitted Newton, commit), float32; "
                  f"compile time, measured separately, is {comp:.1f} s for d = 10 (once per "
                  "record-bucket size and feature count).\n")
-    lines.append("| entities | ctx, 1 thread: wall (CPU time) | ctx, all threads | "
-                 "ctx kernel only | lambda-learner: wall (CPU time) | speed-up: wall (CPU) | "
-                 "max abs coef diff | max rel Hessian diff |")
+    lines.append("| entities | ctx, 1 core: wall (CPU time) | ctx, all cores | "
+                 "ctx kernel only, 1 core | lambda-learner, 1 core: wall (CPU time) | speed-up, "
+                 "1 core: wall (CPU) | max abs coef diff | max rel Hessian diff |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         peer_note = "" if r["peer_n"] == r["entities"] else \
@@ -227,20 +261,24 @@ def main() -> None:
                      f"({r['ctx_1_cpu'] / r['peer_cpu']:,.0f}x) | {r['dtheta']:.1e} | "
                      f"{r['dh']:.1e} |")
     lines.append("")
-    lines.append("Wall-clock rates depend on what else the shared machine runs; the CPU-time "
-                 "rates (updates per CPU-second of the process, all its threads) are steadier. "
-                 "ctx uses one Python thread in the 1-thread column (XLA may still use a "
-                 "second core inside large operations).\n")
+    lines.append("'1 core': the process pinned to CPU 0 with `sched_setaffinity` before JAX "
+                 "starts (so XLA sizes its thread pool to 1) and "
+                 "`--xla_cpu_multi_thread_eigen=false`, one Python thread -- the peer is "
+                 "pinned the same way; 'all cores': ctx unpinned, one Python thread per core. Each "
+                 "ctx measurement runs in a fresh process (compile time excluded, measured "
+                 "separately). Wall-clock rates depend on what else the shared machine runs at "
+                 "the time; CPU-time rates (updates per CPU-second) are steadier.\n")
     lines.append("Coefficient differences are over the entities the peer ran (all of them at "
                  "1,000; the first 300 at 100,000), after both minibatches. The peer stops "
                  "L-BFGS at `factr=1e7, pgtol=1e-5`; ctx solves by Newton to float32 "
                  f"precision. A plain vectorised NumPy Newton (float64) does "
                  f"{np_rate:,.0f}/s on 10,000 entities.\n")
-    lines.append("Scaling with entities (1 minibatch each, all threads; wall and CPU-time "
-                 "rates): " + ", ".join(f"{u:,}: {rate:,.0f}/s ({crate:,.0f}/s)"
-                                        for u, rate, crate in ent_scale) + ".\n")
-    lines.append("| features | ctx, all threads: wall (CPU time) | lambda-learner, 200 entities: "
-                 "wall (CPU time) | ratio: wall (CPU) | ctx compile | max abs coef diff |")
+    lines.append("Scaling with entities (1 minibatch each; wall-clock rates on 1 core / on "
+                 "all cores): " + ", ".join(f"{u:,}: {r1:,.0f}/s / {rn:,.0f}/s"
+                                            for u, r1, rn in ent_scale) + ".\n")
+    lines.append("| features | ctx, 1 core: wall (CPU time) | lambda-learner, 1 core, 200 "
+                 "entities: wall (CPU time) | ratio: wall (CPU) | ctx compile | max abs coef "
+                 "diff |")
     lines.append("|---|---|---|---|---|---|")
     for d, rate, prate, c, dt, crate, pcrate in feat_scale:
         lines.append(f"| {d} | {rate:,.0f}/s ({crate:,.0f}/s) | {prate:,.0f}/s "
