@@ -84,6 +84,8 @@ def sign_pvalue(draws: Any, axis: int = 0, *, sided: str = "two", method: str = 
     S = d.shape[0]
     if S < 1:
         raise ValueError("`draws` is empty along `axis`.")
+    if method == "normal" and S < 2:
+        raise ValueError("method='normal' needs at least 2 draws along `axis`; got 1.")
     mean = d.mean(axis=0)
     sign = np.sign(mean)
     if method == "count":
@@ -474,7 +476,8 @@ def test_each_context(model_constructor: Any, C: Any, X: Any, Y: Any, verbose: b
         >>> Y = pd.DataFrame({"y": X.x * (1 + 2 * C.age) + 0.5 * rng.normal(size=200)})
         >>> p = ctx.analysis.test_each_context(
         ...     ctx.estimators.ContextualizedRegressor, C, X, Y,
-        ...     fit_kwargs={"n_bootstraps": 20, "max_epochs": 300, "random_state": 0})
+        ...     fit_kwargs={"n_bootstraps": 20, "max_epochs": 300, "learning_rate": 0.05,
+        ...                 "random_state": 0})
         >>> p.Context.tolist(), (p.Pvals <= 2 / 21).tolist()  # 2/21: least p of 20 bootstraps
         (['age', 'dose'], [True, False])
     """

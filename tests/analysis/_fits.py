@@ -24,6 +24,9 @@ def null_fit():
     X = rng.normal(size=(N, 2))
     Y = rng.normal(size=(N, 1 + Q_NULL))
     Y[:, 0] = X[:, 0] * (1 + C[:, 0]) + X[:, 1] + C[:, 1] + 0.5 * rng.normal(size=N)
+    # 300 Adam steps at learning rate 0.05 reach the least-squares solution to 1e-5 here
+    # (checked against lstsq with n_bootstraps=1), far below the standard errors (~0.07).
     est = ContextualizedRegressor(encoder_type="linear", metamodel_type="naive",
-                                  n_bootstraps=B, random_state=0).fit(C, X, Y)
+                                  n_bootstraps=B, max_epochs=300, learning_rate=0.05,
+                                  random_state=0).fit(C, X, Y)
     return est, C, X, Y

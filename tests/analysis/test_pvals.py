@@ -148,7 +148,7 @@ def test_test_each_context():
     C = pd.DataFrame(rng.uniform(-1, 1, (n, 2)), columns=["age", "dose"])
     X = pd.DataFrame(rng.normal(size=(n, 1)), columns=["x"])
     Y = pd.DataFrame({"y": X.x * (1 + 2 * C.age) + 0.5 * rng.normal(size=n)})
-    kw = {"n_bootstraps": 20, "max_epochs": 400, "random_state": 0}
+    kw = {"n_bootstraps": 20, "max_epochs": 300, "learning_rate": 0.05, "random_state": 0}
     p = A.test_each_context(ContextualizedRegressor, C, X, Y, fit_kwargs=kw, method="normal",
                             details=True)
     assert list(p.columns[:4]) == ["Context", "Predictor", "Target", "Pvals"]
@@ -191,6 +191,8 @@ def test_bad_input(null_fit):
         A.calc_heterogeneous_predictor_effects_pvals(est, C, sided="both")
     with pytest.raises(ValueError, match="`method`"):
         A.sign_pvalue(np.zeros((3, 1)), method="t")
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        A.sign_pvalue(np.ones((1, 2)), method="normal")
     with pytest.raises(ValueError, match="`contrast`"):
         A.calc_heterogeneous_predictor_effects_pvals(est, C, contrast="max")
     with pytest.raises(ValueError, match="`reference`"):
