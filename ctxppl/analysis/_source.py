@@ -199,6 +199,10 @@ def param_draws(model: Any, C: np.ndarray) -> ParamDraws:
     else:
         betas, mus = out, None
     betas = np.asarray(betas, dtype=np.float64)
+    if _is_dag_model(model):
+        # W[j, k] is the edge j -> k: x_k's coefficient on its parent x_j. Put the parent
+        # (the predictor) last, as for every other model: betas[..., k, j] = W[j, k].
+        betas = np.swapaxes(betas, -1, -2)
     n = C.shape[0]
     if betas.ndim < 3 or betas.shape[1] != n:
         raise ValueError(f"`model.predict_params(C, individual_preds=True)` must return "
@@ -212,10 +216,19 @@ def param_draws(model: Any, C: np.ndarray) -> ParamDraws:
     return ParamDraws(betas, mus)
 
 
+def _is_dag_model(model: Any) -> bool:
+    from ctxppl.estimators import ContextualizedBayesianNetworks
+
+    return isinstance(model, ContextualizedBayesianNetworks)
+
+
 def names_of(model: Any, attr: str, k: int, prefix: str, data: Any = None) -> list[str]:
     """Names for ``k`` columns: the model's ``attr`` (e.g. ``context_names_``), else the
     columns of a DataFrame ``data``, else ``prefix0, prefix1, ...``."""
     names = getattr(model, attr, None)
+    if names is None and attr == "target_names_" and not hasattr(model, "n_outputs_") and \
+            getattr(model, "n_features_", None) == k:
+        names = getattr(model, "feature_names_", None)  # networks: the outcomes are features
     if names is not None and len(names) == k:
         return [str(n) for n in names]
     if data is not None and hasattr(data, "columns") and len(data.columns) == k:
