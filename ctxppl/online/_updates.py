@@ -385,27 +385,13 @@ def _hess(r: _K, dat: _Data, eta: jax.Array) -> jax.Array:
     return _hessian_data(dat.xt, dat.weight * v) + dat.q
 
 
-_HALVINGS = 20  # backtracking tries 1, 1/2, ..., 2^-19 (evaluated at once, rarely needed)
+_HALVINGS = 30  # at most this many halvings of a Newton step (rarely more than none)
 
 
-def _step_length(r: _K, dat: _Data, th: jax.Array, eta: jax.Array, f: jax.Array,
-                 step: jax.Array, xs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Backtracking for one entity: the largest ``t`` in ``1, 1/2, 1/4, ...`` whose
-    objective does not exceed the current one (up to rounding). The linear predictor moves
-    as ``eta - t * xs``, so every trial costs O(n), not a pass over the features.
-    """
-    dtype = th.dtype
-    slack = 16 * jnp.finfo(dtype).eps * (jnp.abs(f) + 1)
-    ts = 0.5 ** jnp.arange(_HALVINGS, dtype=dtype)
-    fs = jax.vmap(lambda t: _data_nll(r, dat, eta - t * xs) + _quad(dat, th - t * step))(ts)
-    ok = fs <= f + slack
-    k = jnp.where(jnp.any(ok), jnp.argmax(ok), _HALVINGS - 1)
-    return ts[k], fs[k]
-
-
-def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
-                 precision: jax.Array, prior_mean: jax.Array, x: jax.Array, y: jax.Array,
-                 offset: jax.Array, weight: jax.Array) -> UpdateOutput:
+def _solve_chunk(static: tuple[str, str], numbers: tuple, defer: jax.Array,
+                 mean: jax.Array, precision: jax.Array, prior_mean: jax.Array, x: jax.Array,
+                 y: jax.Array, offset: jax.Array, weight: jax.Array, start: jax.Array,
+                 last_step: jax.Array) -> UpdateOutput:
     """Damped Newton iterations for a chunk of entities (leading axis), loop control per
     chunk: the loop runs until every entity of the chunk has converged; converged entities
     are frozen, so each entity's path depends only on its own data. The linear predictor and
@@ -413,6 +399,11 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
     the step's change of the predictor, gradient at the new point). The full Newton step is
     taken when the objective still decreases at its end, or when it is small; only
     otherwise (a ``lax.cond`` on the chunk) is a backtracking search run.
+
+    The chunk stops once at most ``defer`` of its entities are still running (a traced
+    count: 0 runs to the end); those come back with status 3, their iterate and last step
+    size, and :func:`update_entities` resumes them (``start``, ``last_step``) in packed
+    chunks, so a few slow entities do not hold a whole chunk's iterations.
     """
     dtype = x.dtype
     r = _K(*static, *numbers)
@@ -423,7 +414,6 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
     vsolve = jax.vmap(_solve_spd)
     vmatvec = jax.vmap(lambda d_, t: t @ d_.xt)
     vvalue = jax.vmap(lambda d_, e, t: _data_nll(r, d_, e) + _quad(d_, t))
-    vstep_length = jax.vmap(lambda *a: _step_length(r, *a))
     tol = r.tol
     u = x.shape[0]
 
@@ -435,15 +425,15 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
         prec = h if full else jnp.diagonal(h, axis1=-2, axis2=-1)
         return UpdateOutput(th, prec, status, iters.astype(jnp.int32), size)
 
-    eta0 = vmatvec(dat, mean) + offset
+    eta0 = vmatvec(dat, start) + offset
     if r.family == "gaussian":  # quadratic objective: one Newton step is exact
-        step = vsolve(vhess(dat, eta0), vgrad(dat, mean, eta0))
-        return finish(mean - step, jnp.zeros((u,), jnp.int32), jnp.ones((u,), jnp.int32),
+        step = vsolve(vhess(dat, eta0), vgrad(dat, start, eta0))
+        return finish(start - step, jnp.zeros((u,), jnp.int32), jnp.ones((u,), jnp.int32),
                       jnp.max(jnp.abs(step), -1))
 
     def cond(c: tuple) -> jax.Array:
         it, status = c[0], c[5]
-        return jnp.any(status < 0) & (it < r.max_iter)
+        return (jnp.sum(status < 0) > defer) & (it < r.max_iter)
 
     def body(c: tuple) -> tuple:
         it, th, eta, g, size, status, iters = c
@@ -460,11 +450,26 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
         ok = (finite1 & ((jnp.sum(g1 * step, -1) >= 0) | small)) | ~running
 
         def backtrack() -> tuple:
-            f = vvalue(dat, eta, th)
-            t, fn = vstep_length(dat, th, eta, f, step, xs)
-            t = jnp.where(ok, 1, t)
+            # accept t = 1 where the objective did not increase; halve t only where it did
+            f0 = vvalue(dat, eta, th)
+            slack = 16 * jnp.finfo(dtype).eps * (jnp.abs(f0) + 1)
+            acc0 = ok | (vvalue(dat, eta1, th1) <= f0 + slack)
+
+            def more(c: tuple) -> jax.Array:
+                return ~jnp.all(c[1]) & (c[2] < _HALVINGS)
+
+            def halve(c: tuple) -> tuple:
+                t, acc, k = c
+                t = jnp.where(acc, t, 0.5 * t)
+                fv = vvalue(dat, eta - t[:, None] * xs, th - t[:, None] * step)
+                return t, acc | (fv <= f0 + slack), k + 1
+
+            t, acc, _ = lax.while_loop(more, halve, (jnp.ones_like(size), acc0,
+                                                     jnp.zeros((), jnp.int32)))
             th_t, eta_t = th - t[:, None] * step, eta - t[:, None] * xs
-            return t, th_t, eta_t, vgrad(dat, th_t, eta_t), jnp.isfinite(fn) | ok
+            g_t = lax.cond(jnp.all(t == 1), lambda: g1, lambda: jnp.where(
+                (t == 1)[:, None], g1, vgrad(dat, th_t, eta_t)))
+            return t, th_t, eta_t, g_t, acc
 
         t, th1, eta1, g1, finite = lax.cond(
             jnp.all(ok), lambda: (jnp.ones_like(size), th1, eta1, g1, jnp.ones_like(ok)),
@@ -486,11 +491,11 @@ def _solve_chunk(static: tuple[str, str], numbers: tuple, mean: jax.Array,
         status = jnp.where(running, jnp.where(bad, 2, jnp.where(done, 0, -1)), status)
         return it + 1, th, eta, g, size, status, iters + running
 
-    init = (jnp.zeros((), jnp.int32), mean, eta0, vgrad(dat, mean, eta0),
-            jnp.full((u,), jnp.inf, dtype), jnp.full((u,), -1, jnp.int32),
-            jnp.zeros((u,), jnp.int32))
-    _, th, _, _, size, status, iters = lax.while_loop(cond, body, init)
-    status = jnp.where(status < 0, 1, status)
+    init = (jnp.zeros((), jnp.int32), start, eta0, vgrad(dat, start, eta0), last_step,
+            jnp.full((u,), -1, jnp.int32), jnp.zeros((u,), jnp.int32))
+    it, th, _, _, size, status, iters = lax.while_loop(cond, body, init)
+    deferred = (status < 0) & (it < r.max_iter)
+    status = jnp.where(deferred, 3, jnp.where(status < 0, 1, status))
     return finish(th, status, iters, size)
 
 
@@ -557,9 +562,11 @@ def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, 
 
     Ragged minibatches are padded: entity ``u`` owns rows ``x[u, :n_u]`` and the padding
     rows carry ``weight == 0`` (:func:`ctxppl.online.pad_records` builds such buckets).
-    Entities are solved in chunks of 256 by one jitted function (compiled once per rule,
-    padded record count, feature count and dtype, whatever the number of entities); the
-    chunks are dispatched asynchronously. The function is pure: the caller decides whether
+    Entities are solved in chunks of 256 by one jitted function (compiled once per rule
+    family and covariance, record count, feature count and dtype, whatever the number of
+    entities or the rule's numbers); the chunks are dispatched asynchronously. A chunk stops
+    iterating when at most 1/16 of its entities still run; those few are resumed together
+    in a second pass (their Newton iterates are unchanged by the pause). The function is pure: the caller decides whether
     to keep the result (:class:`ctxppl.online.RandomEffects` checks ``status`` first).
 
     Args:
@@ -608,20 +615,41 @@ def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, 
     # one compiled function per (rule, records, features, dtype): chunks are dispatched
     # asynchronously, then collected; only the last chunk is padded (with dummy entities:
     # no records, identity precision -> they converge at once)
-    static = (r.family, r.covariance)
     numbers = tuple(jax.device_put(a) for a in _numbers(r, d, x.dtype))
+    start = args[0]
+    last = np.full(u, np.inf, x.dtype)
+    static = (r.family, r.covariance)
+    out = _run_chunks(static, numbers, _CHUNK // 16, args + [start, last], d, r.covariance)
+    slow = np.flatnonzero(out.status == 3)
+    if slow.size:  # finish the stragglers, packed (same iterations as if never paused)
+        before = out.num_iter[slow]
+        rest = _run_chunks(static, numbers, 0,
+                           [a[slow] for a in args] + [out.mean[slow], out.step[slow]], d,
+                           r.covariance)
+        for a, b in zip(out, rest, strict=True):
+            a[slow] = b
+        out.num_iter[slow] += before
+    return out
+
+
+def _run_chunks(static: tuple, numbers: tuple, defer: int, args: list, d: int,
+                covariance: str) -> UpdateOutput:
+    u, n = args[3].shape[:2]
+    defer = jax.device_put(np.int32(defer))
+    dtype = args[3].dtype
     outs = []
     for lo in range(0, u, _CHUNK):
         part = [a[lo:lo + _CHUNK] for a in args]
         pad = _CHUNK - part[0].shape[0]
         if pad:
-            fill = [np.zeros((pad, d), x.dtype),
-                    np.broadcast_to(np.eye(d, dtype=x.dtype) if r.covariance == "full"
-                                    else np.ones(d, x.dtype), (pad,) + want["precision"][1:]),
-                    np.zeros((pad, d), x.dtype), np.zeros((pad, n, d), x.dtype),
-                    np.zeros((pad, n), x.dtype), np.zeros((pad, n), x.dtype),
-                    np.zeros((pad, n), x.dtype)]
+            fill = [np.zeros((pad, d), dtype),
+                    np.broadcast_to(np.eye(d, dtype=dtype) if covariance == "full"
+                                    else np.ones(d, dtype), (pad,) + args[1].shape[1:]),
+                    np.zeros((pad, d), dtype), np.zeros((pad, n, d), dtype),
+                    np.zeros((pad, n), dtype), np.zeros((pad, n), dtype),
+                    np.zeros((pad, n), dtype), np.zeros((pad, d), dtype),
+                    np.full(pad, np.inf, dtype)]
             part = [np.concatenate([a, b]) for a, b in zip(part, fill, strict=True)]
-        outs.append(_update_chunk(static, numbers, *part))
+        outs.append(_update_chunk(static, numbers, defer, *part))
     outs = jax.device_get(outs)
     return UpdateOutput(*(np.concatenate(parts)[:u] for parts in zip(*outs, strict=True)))
