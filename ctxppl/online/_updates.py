@@ -566,8 +566,9 @@ def update_entities(r: Rule, mean: Float[Array, "U d"], precision: Float[Array, 
     family and covariance, record count, feature count and dtype, whatever the number of
     entities or the rule's numbers); the chunks are dispatched asynchronously. A chunk stops
     iterating when at most 1/16 of its entities still run; those few are resumed together
-    in a second pass (their Newton iterates are unchanged by the pause). The function is pure: the caller decides whether
-    to keep the result (:class:`ctxppl.online.RandomEffects` checks ``status`` first).
+    in a second pass (their Newton iterates are unchanged by the pause). The function is
+    pure: the caller decides whether to keep the result (:class:`ctxppl.online.RandomEffects`
+    checks ``status`` first).
 
     Args:
         r: The :class:`Rule` (static).
