@@ -224,27 +224,63 @@ def _plain(tree: Any) -> Any:
     return None if tree is None else jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
+def _concat(parts: list[dict], valid: list[int], size: int) -> dict:
+    """Concatenate per-chunk ``fit_many`` results along the fit axis, dropping padded fits."""
+    def cat(*xs: Any) -> Any:
+        return np.concatenate([x[:v] for x, v in zip(xs, valid, strict=True)])
+
+    out: dict[str, Any] = {}
+    for k in ("params", "samples", "guide_params"):
+        trees = [p[k] for p in parts]
+        out[k] = None if trees[0] is None else jax.tree_util.tree_map(cat, *trees)
+    diag = {}
+    for k, v in parts[0]["diagnostics"].items():
+        vs = [p["diagnostics"][k] for p in parts]
+        if isinstance(v, list):
+            diag[k] = [x for xs, n in zip(vs, valid, strict=True) for x in xs[:n]]
+        elif isinstance(v, np.ndarray) and v.ndim and v.shape[0] == size:
+            diag[k] = cat(*vs)
+        else:
+            diag[k] = v
+    out["diagnostics"] = diag
+    return out
+
+
 def _fit_config(spec: ModelSpec, args: tuple, kwargs: dict, method: str, key_data: np.ndarray,
-                W: np.ndarray, options: dict) -> dict:
-    """Fit all splits of one config in one ``fit_many`` call; return plain data."""
+                W: np.ndarray, options: dict, max_batch: int | None = None) -> dict:
+    """Fit all splits of one config in one ``fit_many`` call (or calls of ``max_batch``
+    fits, the last one padded so that every call has the same shapes); return plain data."""
     import ctxppl as ctx
 
     t0 = time.perf_counter()
     key = jax.random.wrap_key_data(np.asarray(key_data))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # failures are reported per split
-        many = ctx.fit_many(spec.bound_model(), *args, method=method, key=key, weights=W,
-                            plate=spec.plate, model_kwargs=kwargs, progress=False, **options)
+    B = W.shape[0]
+    size = B if max_batch is None or max_batch >= B else int(max_batch)
+    n_chunks = -(-B // size)
+    keys = [key] if n_chunks == 1 else list(jax.random.split(key, n_chunks))
+    parts, valid = [], []
+    for c in range(n_chunks):
+        Wc = W[c * size:(c + 1) * size]
+        valid.append(len(Wc))
+        if len(Wc) < size:  # pad with copies of the last split: same shapes, same program
+            Wc = np.concatenate([Wc, np.repeat(Wc[-1:], size - len(Wc), axis=0)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # failures are reported per split
+            many = ctx.fit_many(spec.bound_model(), *args, method=method, key=keys[c],
+                                weights=Wc, plate=spec.plate, model_kwargs=kwargs,
+                                progress=False, **options)
+        diag = {}
+        for k, v in many.diagnostics.items():
+            diag[k] = list(v) if isinstance(v, list) else (np.asarray(v) if hasattr(
+                v, "__array__") else v)
+        parts.append({"params": _plain(many.params), "samples": _plain(many.samples),
+                      "guide_params": _plain(many.guide_params), "diagnostics": diag})
+        meta = {"options": many.options, "param_names": tuple(many.param_names)}
     seconds = time.perf_counter() - t0
-    diag = {}
-    for k, v in many.diagnostics.items():
-        diag[k] = list(v) if isinstance(v, list) else (np.asarray(v) if hasattr(
-            v, "__array__") else v)
-    return {"params": _plain(many.params), "samples": _plain(many.samples),
-            "guide_params": _plain(many.guide_params), "diagnostics": diag,
-            "options": many.options, "param_names": tuple(many.param_names),
-            "key": np.asarray(jax.random.key_data(many.key)), "method": method,
-            "batch_shape": tuple(many.batch_shape), "seconds": seconds}
+    out = parts[0] if n_chunks == 1 else _concat(parts, valid, size)
+    out["diagnostics"]["seconds"] = seconds
+    return {**out, **meta, "key": np.asarray(jax.random.key_data(key)), "method": method,
+            "batch_shape": (B,), "seconds": seconds}
 
 
 def _rebuild(res: dict, model: Callable, args: tuple, kwargs: dict) -> Any:
@@ -293,17 +329,19 @@ def _score_config(many: Any, spec: ModelSpec, config: dict, splits: Splits, data
 
 
 def _run_task(factory: Callable, units: list[_Unit], data: Any, splits: Splits, method: str,
-              options: dict, scorers: dict, cache: ResultCache, errors: str) -> list[dict]:
+              options: dict, scorers: dict, cache: ResultCache, errors: str,
+              max_batch: int | None = None) -> list[dict]:
     """Fit and score a list of configs (runs in a worker process, or in-process)."""
     W = splits.weights()
     out = []
     for u in units:
         out.append(_run_unit(factory, u, data, splits, W, method, options, scorers, cache,
-                             errors))
+                             errors, max_batch))
     return out
 
 
-def _run_unit(factory, u, data, splits, W, method, options, scorers, cache, errors):  # noqa: ANN001, ANN202
+def _run_unit(factory, u, data, splits, W, method, options, scorers, cache, errors,  # noqa: ANN001, ANN202
+              max_batch):  # noqa: ANN001
     record: dict[str, Any] = {"config_id": u.config_id, "cached": True}
     try:
         spec = factory(**u.config)
@@ -312,7 +350,7 @@ def _run_unit(factory, u, data, splits, W, method, options, scorers, cache, erro
 
         def compute_fit() -> dict:
             record["cached"] = False
-            return _fit_config(spec, args, kwargs, method, u.key_data, W, opts)
+            return _fit_config(spec, args, kwargs, method, u.key_data, W, opts, max_batch)
 
         res = cache.fit(u.fit_key, compute_fit)
         record["fit"] = res
@@ -458,7 +496,7 @@ def _prepare_unit(model_factory: Callable, config: dict, config_id: int, data: A
                                        _options_fingerprint(opts)))
     unit.fit_key = fingerprint_data(("fit", model_fp, common["factory_fp"], sorted(
         config.items()), common["data_fp"], splits.fingerprint(), method,
-        _options_fingerprint(opts), unit.key_data, common["versions"]))
+        _options_fingerprint(opts), unit.key_data, common["versions"], common["max_batch"]))
     unit.score_key = fingerprint_data(("score", unit.fit_key, common["scorers_fp"]))
     return unit, spec, (args, kwargs), splits
 
@@ -466,7 +504,8 @@ def _prepare_unit(model_factory: Callable, config: dict, config_id: int, data: A
 def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: Any, *,
         method: str = "map", scoring: Any = None, key: Any = 0, backend: str = "serial",
         n_jobs: int | None = None, client: Any = None, cache: Any = None,
-        progress: bool = True, errors: str = "warn", **fit_options: Any) -> Any:
+        progress: bool = True, errors: str = "warn", max_batch: int | None = None,
+        **fit_options: Any) -> Any:
     r"""Fit every config of a grid on every split; one row per (config, split).
 
     ``model_factory(**config)`` returns a :class:`ModelSpec` (the model, its plate, and which
@@ -498,6 +537,10 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
         errors: ``"warn"`` (default: failed fits become rows with ``error`` set, plus one
             summary warning), ``"ignore"``, or ``"raise"`` (stop at the first exception, to
             debug).
+        max_batch: At most this many splits per ``fit_many`` call (default: all splits of a
+            config in one call). Bounds memory for thousands of resamples; on a few CPU
+            cores a few dozen per call can also be faster than hundreds. Part of the cache
+            key (it changes the per-fit seeds).
         **fit_options: Options of ``ctx.fit_many`` (``num_steps``, ``learning_rate``, ...).
 
     Returns:
@@ -542,6 +585,8 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
         raise ValueError(f"`backend` must be one of {BACKENDS}; got {backend!r}.")
     if errors not in ("warn", "ignore", "raise"):
         raise ValueError(f"`errors` must be 'warn', 'ignore' or 'raise'; got {errors!r}.")
+    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"`max_batch` must be a positive int or None; got {max_batch!r}.")
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
         raise ValueError(f"`n_jobs` must be a non-zero int or None; got {n_jobs!r}.")
     if not (isinstance(data, Mapping) or hasattr(data, "columns")):
@@ -557,7 +602,7 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
     except (TypeError, ValueError):
         factory_sig = None
     common = {"options": dict(fit_options), "versions": versions(), "factory_sig": factory_sig,
-              "errors": errors,
+              "errors": errors, "max_batch": max_batch,
               "factory_fp": fingerprint_callable(model_factory),
               "data_fp": fingerprint_data(data),
               "scorers_fp": {n: fingerprint_callable(s) for n, s in sorted(scorers.items())}}
@@ -577,7 +622,7 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
     # ---- cached configs load here; the rest are dispatched
     runner = functools.partial(_run_task, model_factory, data=data, splits=the_splits,
                                method=method, options=dict(fit_options), scorers=scorers,
-                               cache=store, errors=errors)
+                               cache=store, errors=errors, max_batch=max_batch)
     records: dict[int, dict] = {}
     pending = []
     for u in units:

@@ -191,3 +191,19 @@ def test_dataframe_data_and_column_lists():
     assert len(out) == 1 and out["split"].tolist() == [0]  # splits=None: one in-sample fit
     mu = closed_form_mode(np.ones(N))
     assert float(out["fit"][0].params["mu"]) == pytest.approx(mu, abs=1e-3)
+
+
+def test_max_batch_splits_the_vmapped_call_and_keeps_results(monkeypatch):
+    calls = _spy_fit_many(monkeypatch)
+    splits = ctx.workflow.kfold(N, k=3)
+    df = ctx.workflow.run(m.normal_factory, ctx.workflow.grid(tau=[2.0]), splits, DATA,
+                          progress=False, max_batch=2, scoring=[ctx.workflow.mse()], **FAST)
+    assert calls == [(2, N), (2, N)]  # 2 + 1 padded with a copy: one compiled shape
+    assert len(df) == 3 and df["error"].isna().all()
+    W = splits.weights()
+    for _, row in df.iterrows():
+        mu = closed_form_mode(W[row["split"]])
+        assert row["fit"].params["mu"] == pytest.approx(mu, abs=2e-4)
+        np.testing.assert_array_equal(row["fit"].diagnostics["weights"], W[row["split"]])
+    with pytest.raises(ValueError, match="`max_batch` must be a positive int"):
+        ctx.workflow.run(m.normal_factory, None, splits, DATA, max_batch=0)
