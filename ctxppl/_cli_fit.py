@@ -189,6 +189,27 @@ def _groups(idata: Any) -> dict[str, Any]:
     return {g: getattr(idata, g) for g in idata.groups()}
 
 
+def _arviz_of(fit: Any) -> tuple[Any, str | None]:
+    """``fit.to_arviz()``; if that fails, the posterior draws alone (and a note saying why)."""
+    try:
+        return fit.to_arviz(), None
+    except Exception as e:  # noqa: BLE001 - a failed export must not lose the fit
+        import inspect
+
+        import arviz as az
+
+        draws = fit.samples if fit.samples is not None else {
+            k: np.asarray(v)[None, None] for k, v in fit.params.items()
+            if k not in fit.param_names}
+        post = {k: np.asarray(v) for k, v in draws.items()}
+        if "data" in inspect.signature(az.from_dict).parameters:
+            idata = az.from_dict({"posterior": post})
+        else:  # pragma: no cover - arviz 0.x
+            idata = az.from_dict(posterior=post)
+        return idata, (f"Fit.to_arviz() failed ({type(e).__name__}: {e}); wrote the posterior "
+                       "draws only")
+
+
 def write_posterior(idata: Any, out: str) -> tuple[list[str], str | None]:
     """Write ArviZ data as ``posterior.nc`` (netCDF4, needs ``h5netcdf`` or ``netCDF4``);
     without either library, as ``posterior_nc/<group>.nc`` (netCDF3 through scipy).
@@ -309,7 +330,11 @@ def run_fit(args: Any) -> dict[str, Any]:
     for k in ("message", "num_steps", "divergences"):
         if k in diag:
             metrics[k] = diag[k] if isinstance(diag[k], str) else int(np.asarray(diag[k]))
-    nc, note = write_posterior(est.fit_.to_arviz(), args.out)
+    idata, arviz_note = _arviz_of(est.fit_)
+    nc, note = write_posterior(idata, args.out)
+    note = "; ".join(n for n in (arviz_note, note) if n) or None
+    if note:
+        say(f"note: {note}")
     files += nc
     if not args.no_plots:
         files += _plots(args.model, table.drop(columns=[ids.name]), C, context, predictors,

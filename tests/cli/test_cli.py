@@ -232,3 +232,22 @@ def test_console_script_exit_codes(tmp_path):
                                 "--predictors", "x", "--outcome", "y"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_posterior_method_writes_intervals(data_csv, tmp_path):
+    path, df = data_csv
+    out = tmp_path / "svi"
+    code = main(["fit", path, "--context", "c1", "--predictors", "x1,x2", "--outcome", "y",
+                 "--method", "svi", "--epochs", "50", "--num-samples", "20", "--no-plots",
+                 "--out", str(out), "--quiet"])
+    assert code == EXIT_OK
+    params = pd.read_csv(out / "params.csv")
+    for p in ("beta_x1", "beta_x2", "intercept"):
+        # equal-tailed 90% interval of the draws around their mean
+        assert np.all(params[f"{p}_q05"] <= params[f"{p}_q95"])
+        assert np.all((params[p] >= params[f"{p}_q05"] - 1e-9)
+                      & (params[p] <= params[f"{p}_q95"] + 1e-9))
+    summary = pd.read_csv(out / "summary.csv")
+    assert "mean_interval_width" in summary.columns
+    man = _json(out / "manifest.json")
+    assert any(f.endswith(".nc") for f in man["files"])
