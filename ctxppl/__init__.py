@@ -3,16 +3,16 @@
 Every sample gets its own model parameters, estimated from its context:
 ``theta_i = f(c_i) + scale * eps_i``. Write models as NumPyro programs with :func:`plate`,
 :func:`encoder` and :func:`contextual`; fit them with :func:`fit` (MAP, Laplace, SVI, NUTS).
+
+The core (primitives, ``nn``, ``handlers``, ``infer``) is imported eagerly; the layers on top
+(``models``, ``mixed``, ``estimators``, ``analysis``, ``plot``, ``online``, ``workflow``,
+``datasets``) load on first use, so ``import ctxppl`` costs little more than numpyro.
 """
+
+import importlib as _importlib
 
 from ctxppl import handlers as handlers
 from ctxppl import nn as nn
-from ctxppl import workflow as workflow
-from ctxppl import models as models
-from ctxppl import online as online
-from ctxppl import estimators as estimators
-from ctxppl import analysis as analysis
-from ctxppl import plot as plot
 from ctxppl._primitives import PlateInfo as PlateInfo
 from ctxppl._primitives import context as context
 from ctxppl._primitives import contextual as contextual
@@ -23,10 +23,27 @@ from ctxppl.infer import FitError as FitError
 from ctxppl.infer import fit as fit
 from ctxppl.infer import fit_many as fit_many
 from ctxppl.infer import load as load
-from ctxppl.models.mixed import mixed as mixed
 
 __version__ = "0.1.0"
 
+_LAZY_MODULES = ("models", "estimators", "analysis", "plot", "online", "workflow", "datasets")
+_LAZY_NAMES = {"mixed": ("ctxppl.models.mixed", "mixed")}
+
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "workflow", "models", "mixed", "online", "estimators",
-           "analysis", "plot", "__version__"]
+           "FitError", "load", "handlers", "nn", "mixed", *_LAZY_MODULES, "__version__"]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562 lazy submodules
+    if name in _LAZY_MODULES:
+        value = _importlib.import_module(f"ctxppl.{name}")
+    elif name in _LAZY_NAMES:
+        module, attr = _LAZY_NAMES[name]
+        value = getattr(_importlib.import_module(module), attr)
+    else:
+        raise AttributeError(f"module 'ctxppl' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -63,20 +63,24 @@ from ctxppl.analysis._source import ParamDraws as ParamDraws
 from ctxppl.analysis._source import draw_source as draw_source
 from ctxppl.analysis._source import param_draws as param_draws
 
-# contextualized-ml's analysis plots live in ctx.plot (imported last: ctx.plot uses the above)
-from ctxppl.plot._effects import (  # noqa: E402
-    plot_heterogeneous_predictor_effects as plot_heterogeneous_predictor_effects,
-)
-from ctxppl.plot._effects import (  # noqa: E402
-    plot_homogeneous_context_effects as plot_homogeneous_context_effects,
-)
-from ctxppl.plot._effects import (  # noqa: E402
-    plot_homogeneous_predictor_effects as plot_homogeneous_predictor_effects,
-)
-from ctxppl.plot._embeddings import (  # noqa: E402
-    plot_embedding_for_all_covars as plot_embedding_for_all_covars,
-)
-from ctxppl.plot._embeddings import plot_lowdim_rep as plot_lowdim_rep  # noqa: E402
+# contextualized-ml's analysis plots live in ctx.plot; re-exported here on first use, so
+# importing either package first works (ctx.plot itself uses the analysis functions above).
+_PLOTS = {"plot_heterogeneous_predictor_effects": "ctxppl.plot._effects",
+          "plot_homogeneous_context_effects": "ctxppl.plot._effects",
+          "plot_homogeneous_predictor_effects": "ctxppl.plot._effects",
+          "plot_embedding_for_all_covars": "ctxppl.plot._embeddings",
+          "plot_lowdim_rep": "ctxppl.plot._embeddings"}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562
+    if name in _PLOTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_PLOTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ctxppl.analysis' has no attribute {name!r}")
+
 
 __all__ = ["FitParams", "ParamDraws", "param_draws", "draw_source",
            "get_homogeneous_context_effects", "get_homogeneous_predictor_effects",
