@@ -223,11 +223,16 @@ def test_runtime_failure_exits_1(data_csv, tmp_path, monkeypatch, capfd):
     assert "FloatingPointError: loss became NaN" in capfd.readouterr().err
 
 
+def test_version_and_help_exit_0(capsys):
+    assert main(["--version"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("ctxppl ")
+    assert main(["fit", "--help"]) == EXIT_OK
+    assert "exit codes" in capsys.readouterr().out
+
+
 def test_console_script_exit_codes(tmp_path):
-    """The installed entry point passes exit codes to the shell."""
+    """The entry point passes exit codes to the shell."""
     exe = [sys.executable, "-c", "import sys; from ctxppl._cli import main; sys.exit(main())"]
-    ok = subprocess.run(exe + ["--version"], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("ctxppl ")
     bad = subprocess.run(exe + ["fit", str(tmp_path / "x.csv"), "--context", "c",
                                 "--predictors", "x", "--outcome", "y"],
                          capture_output=True, text=True)
