@@ -60,7 +60,7 @@ def test_program_engine_uses_ctx_contextual(groups):
     exact = ctx.mixed("y ~ x + (1 | g)", groups, context="u")
     se_w = np.sqrt(exact._vcov[-1, -1]) / exact.design.contexts["g"].scale[0]  # raw units
     prog = ctx.mixed("y ~ x + (1 | g)", groups, context="u", method="laplace", key=0,
-                     progress=False, num_steps=4000, learning_rate=0.05)
+                     progress=False, num_steps=3000, learning_rate=0.05)
     tr_sites = prog.fit.samples
     assert "enc_g.weight" in tr_sites  # the linear encoder has a prior: sampled
     w_prog = prog.context_effects.loc["g:u", "Intercept"]

@@ -105,7 +105,7 @@ def test_nuts_crossed_posterior_mean_within_monte_carlo_error(rng):
     fixed = {"sd_a": jnp.asarray([truth["sd_a"]]), "sd_b": jnp.asarray([truth["sd_b"]]),
              "sigma": jnp.asarray(truth["sigma"])}
     fit = ctx.fit(numpyro.handlers.condition(prog.model, fixed), prog.data, prog.y,
-                  method="nuts", key=1, progress=False, num_warmup=300, num_samples=600)
+                  method="nuts", key=1, progress=False, num_warmup=250, num_samples=400)
     des = prog.design
     cols = [des.X]
     for blk in des.blocks:
@@ -138,7 +138,7 @@ def _recovered(samples, truth, ess):
 def test_nuts_crossed_recovers_truth(rng):
     df, truth = _crossed(rng)
     res = ctx.mixed("y ~ x + (1 | a) + (1 | b)", df, method="nuts", key=2, progress=False,
-                    num_warmup=300, num_samples=500)
+                    num_warmup=250, num_samples=400)
     assert res.fit.diagnostics["divergences"] == 0
     post = res.fit.samples
     checks = {"Intercept": np.asarray(post["beta"])[..., 0], "x": np.asarray(post["beta"])[..., 1],
@@ -158,7 +158,7 @@ def test_nuts_poisson_glmm_recovers_truth(rng):
     eta = truth["Intercept"] + truth["x"] * x + rng.normal(0, truth["sd_g"], G)[g]
     df = pd.DataFrame({"g": g, "x": x, "y": rng.poisson(np.exp(eta))})
     res = ctx.mixed("y ~ x + (1 | g)", df, family="poisson", method="nuts", key=3,
-                    progress=False, num_warmup=300, num_samples=500)
+                    progress=False, num_warmup=250, num_samples=400)
     post = res.fit.samples
     checks = {"Intercept": np.asarray(post["beta"])[..., 0], "x": np.asarray(post["beta"])[..., 1],
               "sd_g": np.asarray(post["sd_g"])[..., 0]}
@@ -174,14 +174,17 @@ def test_nuts_poisson_glmm_recovers_truth(rng):
 def test_svi_minibatches_and_laplace(sleep):
     """SVI with minibatches over observations and the program's Laplace approximation run
     through ctx.fit and land within 4 standard errors of REML (a sanity bound: both are
-    approximations of the same posterior, whose SD is about one standard error)."""
-    exact = ctx.mixed("Reaction ~ Days + (Days | Subject)", sleep)
+    approximations of the same posterior, whose SD is about one standard error). A random
+    intercept keeps the compile time of ctx.fit's SVI program small (LKJ transforms are
+    costly to compile)."""
+    formula = "Reaction ~ Days + (1 | Subject)"
+    exact = ctx.mixed(formula, sleep)
     se = exact.fixed_effects["std_error"]
-    svi = ctx.mixed("Reaction ~ Days + (Days | Subject)", sleep, method="svi", key=4,
-                    batch_size=60, num_steps=3000, learning_rate=0.02, progress=False)
+    svi = ctx.mixed(formula, sleep, method="svi", key=4, batch_size=60, num_steps=2000,
+                    learning_rate=0.02, progress=False)
     assert svi.fit.options["batch_size"] == 60 and svi.fit.options["plate"] == "obs"
     assert np.all(np.abs(svi.params - exact.params) < 4 * se)
-    lap = ctx.mixed("Reaction ~ Days + (Days | Subject)", sleep, method="laplace", key=5,
-                    progress=False, num_steps=6000, learning_rate=0.05)
+    lap = ctx.mixed(formula, sleep, method="laplace", key=5, progress=False, num_steps=3000,
+                    learning_rate=0.05)
     assert np.all(np.abs(lap.params - exact.params) < 4 * se)
-    assert lap.ranef().shape == (18, 2) and svi.predict(sleep.head(3)).shape == (3,)
+    assert lap.ranef().shape == (18, 1) and svi.predict(sleep.head(3)).shape == (3,)

@@ -86,8 +86,8 @@ def test_one_level_recovers_mu_i(rng):
     mu_global = 0.3
     mu_i = rng.normal(mu_global, 1.0, 10)
     ys = jnp.asarray(simulate(rng, mu_i), jnp.float32)
-    fit = ctx.fit(one_level, ys, method="nuts", key=0, progress=False, num_warmup=300,
-                  num_samples=400)
+    fit = ctx.fit(one_level, ys, method="nuts", key=0, progress=False, num_warmup=250,
+                  num_samples=300)
     sd = _check(fit, "mu_i", mu_i)
     assert np.all(sd < 0.2)  # 100 observations per path pin each mean down
     _check(fit, "mu_global", mu_global)
@@ -99,8 +99,8 @@ def test_two_level_recovers_mu_i_and_mu_group(rng):
     mu_group = rng.normal(mu_global, 2.0, 3)
     mu_i = rng.normal(mu_group[:, None], 0.2, (3, 3))
     ys = jnp.asarray(simulate(rng, mu_i), jnp.float32)
-    fit = ctx.fit(two_level, ys, method="nuts", key=1, progress=False, num_warmup=300,
-                  num_samples=400)
+    fit = ctx.fit(two_level, ys, method="nuts", key=1, progress=False, num_warmup=250,
+                  num_samples=300)
     assert np.asarray(fit.samples["mu_i"]).shape[2:] == (3, 3)
     _check(fit, "mu_i", mu_i)
     sd_group = _check(fit, "mu_group", mu_group[:, None])
