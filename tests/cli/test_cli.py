@@ -83,7 +83,7 @@ def test_posterior_netcdf_has_one_entry_per_row(fitted):
     out, df = fitted
     man = _json(os.path.join(out, "manifest.json"))
     if "posterior.nc" in man["files"]:
-        post = xr.open_datatree(os.path.join(out, "posterior.nc"))["posterior"].to_dataset()
+        post = xr.open_dataset(os.path.join(out, "posterior.nc"), group="posterior")
     else:
         post = xr.open_dataset(os.path.join(out, "posterior_nc", "posterior.nc"),
                                engine="scipy")
