@@ -26,7 +26,15 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
 
 doctest: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules ctxppl -o addopts=""
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider --doctest-modules ctxppl -o addopts=""
+
+docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+notebooks: $(STAMP)
+	$(PY) -m pip install -q -e ".[notebooks]"
+	CTXPPL_NOTEBOOKS=1 CTXPPL_SMALL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ctxppl tests bench
@@ -39,4 +47,4 @@ bench: $(STAMP)
 	$(PY) bench/scale.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo_out
+	rm -rf $(VENV) .pytest_cache demo_out site

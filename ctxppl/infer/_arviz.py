@@ -33,9 +33,16 @@ def make_arviz(groups: dict[str, dict[str, Any]], structure: ModelStructure) -> 
 
     dims: dict[str, list[str]] = {}
     used: set[str] = set()
-    for gname, group in groups.items():
+    # One dims entry per variable, taken from its full shape (observed data or posterior);
+    # log-likelihood arrays lack the event dims and take the leading ones
+    # (``from_dict`` trims dims to the array's rank for log_likelihood groups).
+    order = sorted(groups, key=lambda g: ("observed_data", "posterior").index(g)
+                   if g in ("observed_data", "posterior") else 2)
+    for gname in order:
         lead = 0 if gname == "observed_data" else 2
-        for name, value in group.items():
+        for name, value in groups[gname].items():
+            if name in dims:
+                continue
             d = site_dims(name, tuple(np.shape(value)[lead:]), structure)
             dims[name] = d
             used.update(d)

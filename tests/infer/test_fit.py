@@ -226,3 +226,18 @@ def test_progress_bar_reports_steps(capsys):
     ctx.fit(linear_model, C, X, Y, key=0, num_steps=200, tol=0.0, progress=True)
     err = capsys.readouterr().err
     assert "ctxppl map" in err and "200/200" in err
+
+
+def test_to_arviz_observed_site_with_event_dims():
+    """log_likelihood drops the event dims of an observed site; dims must not clash."""
+
+    def model(X, Y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with ctx.plate("n", X.shape[0]):
+            numpyro.sample("y", dist.Normal(w * X, 1.0).to_event(1), obs=Y)
+
+    X = jnp.ones((5, 2))
+    idata = ctx.fit(model, X, 2 * X, method="svi", key=0, num_steps=10, num_samples=10,
+                    progress=False).to_arviz()
+    assert tuple(idata["observed_data"]["y"].dims) == ("n", "y_dim_1")
+    assert tuple(idata["log_likelihood"]["y"].dims) == ("chain", "draw", "n")
