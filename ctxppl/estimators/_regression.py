@@ -40,9 +40,9 @@ _DOC_OPTIONS = r"""
         es_patience: Evaluations (every ~``num_steps/10`` steps) without improvement before
             stopping.
         learning_rate: Adam's initial learning rate (cosine decay to 1% of it).
-        max_epochs: Passes over the data; ``None`` chooses a step budget that suits the
-            default network (1,000 Adam steps).
-        batch_size: Minibatch size; ``None`` = full batch up to 2,048 samples, else 512.
+        max_epochs: Passes over the data; ``None`` = a fixed budget of Adam steps (1,000;
+            300 for Bayesian networks), which suits the default network at any N.
+        batch_size: Minibatch size; ``None`` = full batch up to 1,024 samples, else 128.
         random_state: Seed (int) for reproducible fits; ``None`` = fresh randomness.
         base_predictor: Learn only the deviation from another model: a fitted contextualized
             estimator (its per-sample parameters become offsets), a fitted scikit-learn model
@@ -256,8 +256,8 @@ class ContextualizedRegressor(_LinearEstimator):
 
     ``fit(C, X, Y)`` with ``Y`` of shape ``(n,)`` or ``(n, y_dim)`` (several outputs);
     ``univariate=True`` fits every (input, output) pair as its own simple regression.
-    """ + _DOC_OPTIONS + r"""        link_fn: Output link ``g`` (``"identity"``, ``"exp"``, ``"softplus"``,
-            ``"sigmoid"``, ``"tanh"``).
+    """ + _DOC_OPTIONS + r"""        link_fn: Output link ``g`` (``"identity"``, ``"exp"``,
+            ``"softplus"``, ``"sigmoid"``, ``"tanh"``).
         univariate: One simple regression per (input, output) pair.
 
     Attributes:

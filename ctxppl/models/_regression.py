@@ -148,7 +148,8 @@ class Regression(_LinearFamily):
         >>> C = jax.random.uniform(jax.random.key(0), (300, 1), minval=-1, maxval=1)
         >>> X = jax.random.normal(jax.random.key(1), (300, 2))
         >>> Y = (X[:, :1] * C + X[:, 1:] * 2.0)
-        >>> model = ctx.models.Regression(y_dim=1, metamodel=ctx.models.Metamodel("naive", "linear"))
+        >>> meta = ctx.models.Metamodel("naive", "linear")
+        >>> model = ctx.models.Regression(y_dim=1, metamodel=meta)
         >>> fit = ctx.fit(model, C, X, Y, key=0, progress=False, num_steps=1500)
         >>> run = numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=fit.params)
         >>> beta = numpyro.handlers.trace(run).get_trace(C[:2], X[:2])["beta"]["value"]

@@ -33,6 +33,7 @@ from ctxppl.models import (
     UnivariateRegression,
     project_to_dag,
 )
+
 from . import sims
 
 F32 = np.float32
