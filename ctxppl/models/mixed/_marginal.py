@@ -213,14 +213,21 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
     s = s if s > 0 else 1.0
     yc = (y - m) / s
     if structure.mode == "block":
-        st = sufficient_stats("block", Z, cols, X, yc, w, Q, Z.shape[1])
+        # Groups padded to a size bucket with all-zero statistics (they add exactly nothing
+        # to the deviance): data sets of similar size share one compiled program.
+        G_pad = _bucket(Q)
+        st = sufficient_stats("block", Z, cols, X, yc, w, G_pad, Z.shape[1])
+        run_structure = structure._replace(sizes=tuple((G_pad, q) for _, q in structure.sizes))
     else:
         st = sufficient_stats("dense", Z, cols, X, yc, w, Q, 1)
+        run_structure = structure
     st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = fit_gaussian(st, jnp.asarray(th0, dt), structure, bool(reml), max_iter)
+    out = fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml), max_iter)
     out = jax.device_get(out)
+    if structure.mode == "block":  # drop the padding groups
+        out = {**out, "b": out["b"][:Q], "condvar": out["condvar"][:Q]}
     timing["optimize"] = time.perf_counter() - t
     n, p = X.shape
     theta = np.asarray(out["theta"], float)

@@ -277,8 +277,10 @@ class MixedResult:
         if len(cols) == 1:
             keys = pd.Index(newdata[cols[0]])
         else:
-            keys = pd.Index([":".join(str(v) for v in row)
-                             for row in zip(*(newdata[c] for c in cols), strict=True)])
+            joined = newdata[cols[0]].astype(str)
+            for c in cols[1:]:
+                joined = joined + ":" + newdata[c].astype(str)
+            keys = pd.Index(joined)
         codes = b.factor.levels.get_indexer(keys)
         if (codes < 0).any() and not allow_new_groups:
             new = list(pd.unique(keys[codes < 0]))[:10]
