@@ -215,6 +215,9 @@ def main() -> None:
     ap.add_argument("--nuts-seeds", type=int, default=1)
     ap.add_argument("--sizes", type=int, nargs="*", help="numbers of groups (no docs section)")
     ap.add_argument("--no-nuts", action="store_true", help="skip the NUTS part (no docs)")
+    ap.add_argument("--compat-python", default=None,
+                    help="another interpreter (e.g. a venv with jax 0.10.2 and ctxppl installed "
+                         "editable) that reruns the 125,000-group fits for the report")
     args = ap.parse_args()
     jnp.ones(1).block_until_ready()  # backend start-up is not part of any fit
     sizes = [1000, 5000] if args.quick else [1000, 20000, 125000]
@@ -238,9 +241,25 @@ def main() -> None:
     ns = 200 if args.quick else args.nuts_samples
     nuts = nuts_radon(ns, ns, [0] if args.quick else list(range(args.nuts_seeds)))
     text = report(results, nuts)
+    if args.compat_python:
+        text += "\n\n" + compat_note(args.compat_python)
     print(text)
     if not partial:
         write_section("mixed", text)
+
+
+def compat_note(python: str) -> str:
+    """The 125,000-group fits rerun under another interpreter (another jax version)."""
+    out = subprocess.run([python, __file__, "--sizes", "125000", "--no-peer", "--no-nuts"],
+                         check=True, capture_output=True, text=True)
+    ver = subprocess.run([python, "-c", "import jax; print(jax.__version__)"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    parts = [f"{r['model']}: {r['ctx']['first']:.2f} s end to end, {r['ctx']['compiled']:.2f} s "
+             f"compiled" for r in rows]
+    return (f"Same 125,000-group fits under jax {ver} (`--compat-python {python}`): "
+            + "; ".join(parts) + " (no hang; the issue reports a BFGS hanging there under "
+            "jax 0.10.2).")
 
 
 def report(results: list[dict], nuts: dict) -> str:
