@@ -137,7 +137,9 @@ def check_batch(family: str, keys: np.ndarray, x: np.ndarray, y: np.ndarray,
     """
     # fast path: one pass (a sum) per array; the per-record masks only when a sum is not
     # finite (a bad value, or an overflowing sum of finite ones)
-    if not all(np.isfinite(np.sum(a, dtype=np.float64)) for a in (x, y, offset, weight)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums_finite = all(np.isfinite(np.sum(a)) for a in (x, y, offset, weight))
+    if not sums_finite:
         masks = [("features", ~np.all(np.isfinite(x), axis=-1)), ("label", ~np.isfinite(y)),
                  ("offset", ~np.isfinite(offset)), ("weight", ~np.isfinite(weight))]
         nonfinite = masks[0][1] | masks[1][1] | masks[2][1] | masks[3][1]

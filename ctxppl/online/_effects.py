@@ -82,6 +82,18 @@ class Proposal(NamedTuple):
     report: UpdateReport
 
 
+def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (in order of first appearance) and distinct keys; O(n) without hashing when
+    integer keys arrive grouped in non-decreasing order (the usual streaming layout)."""
+    if keys.dtype.kind in "iu" and keys.size and np.all(keys[1:] >= keys[:-1]):
+        new = np.empty(keys.size, bool)
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        return np.cumsum(new) - 1, keys[new]
+    codes, uniq = pd.factorize(keys)
+    return codes, as_keys(np.asarray(uniq, dtype=keys.dtype))
+
+
 def _as_float(a: Any, dtype: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
@@ -284,8 +296,7 @@ class RandomEffects:
         self._index.check_kind(keys)
         check_batch(self.rule.family, keys, X, y, offset, weight)
 
-        codes, uniq = pd.factorize(keys)
-        uniq = as_keys(np.asarray(uniq, dtype=keys.dtype))
+        codes, uniq = _factorize(keys)
         rows = self._index.rows(uniq)
         known = rows >= 0
         stale = np.zeros(uniq.size, bool)
@@ -350,8 +361,9 @@ class RandomEffects:
         size = np.empty(u, self.dtype)
         jobs = []
         for b in buckets:
+            # about four jobs per thread (load balance), each at most `slab` entities
             per = max(_CHUNK, min(self.slab, _CHUNK * math.ceil(
-                b.entities.size / (self.threads * _CHUNK))))
+                b.entities.size / (4 * self.threads * _CHUNK))))
             jobs += [(b, lo, min(lo + per, b.entities.size))
                      for lo in range(0, b.entities.size, per)]
 
@@ -551,13 +563,12 @@ class RandomEffects:
         X = _as_float(X, self.dtype, (n, self.num_features), "X")
         offset = (np.zeros(n, self.dtype) if offset is None
                   else _as_float(offset, self.dtype, (n,), "offset"))
-        codes, uniq = pd.factorize(keys)
+        codes, uniq = _factorize(keys)
         ctx_u = None
         if context is not None:
             _, first = np.unique(codes, return_index=True)
             ctx_u = np.asarray(context)[first]
-        mean, prec = self.lookup(np.asarray(uniq, dtype=keys.dtype), context=ctx_u,
-                                 proposal=proposal)
+        mean, prec = self.lookup(uniq, context=ctx_u, proposal=proposal)
         return jnp.asarray(codes), jnp.asarray(mean), jnp.asarray(prec), jnp.asarray(X), \
             jnp.asarray(offset)
 
