@@ -155,8 +155,10 @@ class ContextualizedBase(BaseEstimator):
 
     # Sites whose per-sample values `predict_params` returns (subclasses set them).
     _sites: tuple[str, ...] = ()
-    # Adam steps when `max_epochs` is None (docs/benchmarks.md, families section).
+    # Adam steps when `max_epochs` is None, and the learning rate when `learning_rate` is
+    # None (docs/benchmarks.md, families section).
     _default_steps: int = 1000
+    _default_lr: float = 1e-2
 
     # ------------------------------------------------------------------ options
     def _check_options(self) -> None:
@@ -170,8 +172,8 @@ class ContextualizedBase(BaseEstimator):
                              "bootstraps, or n_bootstraps=1.")
         if self.val_split is not None and not 0 < self.val_split < 1:
             raise ValueError(f"`val_split` must be in (0, 1) or None; got {self.val_split!r}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0; got {self.learning_rate!r}.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0 or None; got {self.learning_rate!r}.")
         if self.max_epochs is not None and (not isinstance(self.max_epochs, numbers.Integral)
                                             or self.max_epochs < 1):
             raise ValueError(f"`max_epochs` must be a positive int or None; got "
@@ -207,8 +209,9 @@ class ContextualizedBase(BaseEstimator):
         bs = self._batch(n)
         n_train = n if self.val_split is None else int(round(n * (1 - self.val_split)))
         steps = self._num_steps(n_train, bs)
-        opt = {"num_steps": steps, "optimizer": _adam(float(self.learning_rate), steps),
-               "learning_rate": float(self.learning_rate), "batch_size": bs,
+        lr = float(self._default_lr if self.learning_rate is None else self.learning_rate)
+        opt = {"num_steps": steps, "optimizer": _adam(lr, steps),
+               "learning_rate": lr, "batch_size": bs,
                "plate": PLATE, "progress": False, "init_strategy": _INIT,
                "tol": 0.0, "window": max(1, min(100, steps // 10))}
         if self.val_split is not None:

@@ -35,7 +35,7 @@ class _NetworkEstimator(ContextualizedBase):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  prior_scale: float = 1.0, num_samples: int = 200):
         self.inference = inference
@@ -126,6 +126,7 @@ class ContextualizedCorrelationNetworks(_NetworkEstimator):
     """
 
     _sites = ("beta", "mu")
+    _default_lr = 5e-3
 
     def fit(self, C: Any, X: Any, Y: Any = None) -> ContextualizedCorrelationNetworks:
         """Fit correlation networks among ``X`` (or between ``X`` and ``Y``)."""
@@ -332,7 +333,7 @@ class ContextualizedBayesianNetworks(_NetworkEstimator):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  prior_scale: float = 1.0, num_samples: int = 200,
                  dag_loss: str = "notears", dag_alpha: float = 10.0, dag_rho: float = 10.0,

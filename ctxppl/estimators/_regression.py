@@ -39,7 +39,8 @@ _DOC_OPTIONS = r"""
         val_split: Fraction of samples held out for early stopping (``None``: no hold-out).
         es_patience: Evaluations (every ~``num_steps/10`` steps) without improvement before
             stopping.
-        learning_rate: Adam's initial learning rate (cosine decay to 1% of it).
+        learning_rate: Adam's initial learning rate (cosine decay to 1% of it); ``None`` =
+            1e-2, or 5e-3 for classifiers and correlation networks (noisier targets).
         max_epochs: Passes over the data; ``None`` = a fixed budget of Adam steps (1,000;
             300 for Bayesian networks), which suits the default network at any N.
         batch_size: Minibatch size; ``None`` = full batch up to 1,024 samples, else 128.
@@ -104,7 +105,7 @@ class _LinearEstimator(ContextualizedBase):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200):
@@ -285,7 +286,7 @@ class ContextualizedRegressor(_LinearEstimator):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200, link_fn: str = "identity",
@@ -376,6 +377,7 @@ class ContextualizedClassifier(_LinearEstimator):
     """
 
     _kind = "classification"
+    _default_lr = 5e-3
 
     def _build_model(self) -> Classification:
         k = len(self.classes_)
@@ -462,7 +464,7 @@ class ContextualGAMRegressor(ContextualizedRegressor):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200, link_fn: str = "identity",
@@ -494,7 +496,7 @@ class ContextualGAMClassifier(ContextualizedClassifier):
                  alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
                  fit_intercept: bool = True, normalize: bool = True,
                  val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float = 1e-2, max_epochs: int | None = None,
+                 learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200):
