@@ -376,8 +376,10 @@ class RandomEffects:
             mean[ent], prec[ent], status[ent] = res.mean, res.precision, res.status
             num_iter[ent], size[ent] = res.num_iter, res.step
 
-        if self.threads > 1 and len(jobs) > 1:
-            with ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
+        # threads pay off only with several chunks of work for each of them
+        workers = min(self.threads, len(jobs), max(1, u // (8 * _CHUNK)))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(run, jobs))
         else:
             for job in jobs:
