@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_WORKERS ?= 2
 EXTRA ?=
 
-.PHONY: demo test bench lint docs notebooks doctest clean venv
+.PHONY: demo test test-slow bench lint docs notebooks doctest clean venv
 
 $(PY):
 	$(shell .ci/find-python) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m slow tests
 
 doctest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider --doctest-modules ctxppl -o addopts=""
@@ -45,6 +48,11 @@ bench: $(STAMP)
 	$(PY) bench/seed_demo.py
 	$(PY) bench/plate_overhead.py
 	$(PY) bench/scale.py
+	$(PY) bench/families.py
+	$(PY) bench/mixed.py
+	$(PY) bench/online.py
+	$(PY) bench/many_models.py
+	$(MAKE) test-slow
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_out site

@@ -73,9 +73,12 @@ def make_optimizer(spec: OptSpec) -> optax.GradientTransformation:
     return tx
 
 
-def make_guide(guide: Any, model: Callable) -> Callable:
+def make_guide(guide: Any, model: Callable, init_strategy: Callable | None = None) -> Callable:
+    """An autoguide by name (started at ``init_strategy``), or ``guide(model)``."""
     if isinstance(guide, str):
-        return GUIDES[guide](model)
+        if init_strategy is None:
+            return GUIDES[guide](model)
+        return GUIDES[guide](model, init_loc_fn=init_strategy)
     return guide(model)
 
 
@@ -149,14 +152,15 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
     elif spec.method == "svi":
         tx = make_optimizer(spec)
         # the guide draws the minibatch (the model replays it): make it the fast sampler
-        guide = subsample_with_replacement(make_guide(spec.guide, train))
+        guide = subsample_with_replacement(make_guide(spec.guide, train, spec.init_strategy))
         svi = SVI(train, guide, optax_to_numpyro(tx), Trace_ELBO(num_particles=spec.num_particles))
         val_loss = None
         if val_model is not None:
             def val_loss(state):  # noqa: ANN001, ANN202
                 p = svi.get_params(state)
-                draws = Predictive(make_guide(spec.guide, full), params=p, num_samples=1)(
-                    jax.random.key(0), *args, **kwargs)
+                g = make_guide(spec.guide, full, spec.init_strategy)
+                draws = Predictive(g, params=p, num_samples=1)(jax.random.key(0), *args,
+                                                                **kwargs)
                 values = {**p, **{n: v[0] for n, v in draws.items()}}
                 return obs_neg_log_lik(val_model, values, jax.random.key(0), args, kwargs)
 
@@ -169,7 +173,7 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
         model_params = {n: params[n] for n, s in tr.items() if s["type"] == "param" and n in params}
         latents = [n for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]
                    and not s["infer"].get("is_auxiliary", False)]
-        draws = Predictive(make_guide(spec.guide, full), params=params,
+        draws = Predictive(make_guide(spec.guide, full, spec.init_strategy), params=params,
                            num_samples=spec.num_samples)(k_post, *args, **kwargs)
         out["samples"] = {n: draws[n] for n in latents}
         out["values"] = {**model_params,

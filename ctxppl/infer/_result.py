@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer import Predictive
 
@@ -245,8 +246,10 @@ class Fit:
                 posterior[n] = v.reshape((chains, draws) + v.shape[1:])
         tr = handlers.trace(handlers.seed(handlers.substitute(
             full, data={**self.params}), self.key)).get_trace(*self.args, **self.kwargs)
+        # observed data sites; numpyro.factor sites (Unit distributions) hold no data
         observed = {n: np.asarray(s["value"]) for n, s in tr.items()
-                    if s["type"] == "sample" and s["is_observed"] and not n.startswith("_")}
+                    if s["type"] == "sample" and s["is_observed"] and not n.startswith("_")
+                    and not isinstance(s["fn"], dist.Unit)}
         groups = {"posterior": posterior, "observed_data": observed}
         if self.samples is not None and observed:
             from numpyro.infer import log_likelihood
@@ -256,7 +259,8 @@ class Fit:
             ll = log_likelihood(handlers.substitute(full, data=params), flat, *self.args,
                                 **self.kwargs)
             groups["log_likelihood"] = {
-                k: np.asarray(v).reshape((chains, draws) + v.shape[1:]) for k, v in ll.items()}
+                k: np.asarray(v).reshape((chains, draws) + v.shape[1:]) for k, v in ll.items()
+                if k in observed}
         return make_arviz(groups, structure)
 
     def save(self, path: str) -> None:

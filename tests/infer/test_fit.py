@@ -241,3 +241,19 @@ def test_to_arviz_observed_site_with_event_dims():
                     progress=False).to_arviz()
     assert tuple(idata["observed_data"]["y"].dims) == ("n", "y_dim_1")
     assert tuple(idata["log_likelihood"]["y"].dims) == ("chain", "draw", "n")
+
+
+def test_to_arviz_with_factor_inside_a_plate():
+    """numpyro.factor sites carry no data: not in observed_data or log_likelihood."""
+
+    def model():
+        with ctx.plate("N", 3):
+            m = numpyro.sample("m", dist.Normal(0, 1))
+            numpyro.factor("f", -(m**2))
+
+    fit = ctx.fit(model, method="laplace", key=0, num_steps=200, num_samples=20, progress=False)
+    idata = fit.to_arviz()
+    assert tuple(idata["posterior"]["m"].dims) == ("chain", "draw", "N")
+    assert "f" not in idata["posterior"]
+    groups = list(idata.children) if hasattr(idata, "children") else idata.groups()
+    assert "observed_data" not in groups and "log_likelihood" not in groups
