@@ -329,7 +329,8 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
     for name in ("weights", "val_weights"):
         if name in options:
             raise TypeError(f"pass per-fit `{name}` to fit_many as a (B, size) array via "
-                            "`weights=`; `val_weights` is not supported by fit_many.")
+                            "`weights=`; for early stopping use `val_split=` (each fit holds "
+                            "out its own random members).")
     opts, key, args, kwargs, structure = _prepare(model, args, model_kwargs, method, key,
                                                   options)
     given = sum(x is not None for x in (weights, indices)) + bool(bootstrap)
@@ -369,8 +370,15 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
     opts["plate"] = plate
     spec = _spec(method, opts)
     keys = jax.random.split(key, B)
+    V = None
+    if opts.get("val_split"):  # each fit holds out its own random members for early stopping
+        size = _plate_size(structure, plate, "val_split")
+        n_val = max(1, int(round(opts["val_split"] * size)))
+        V = jax.vmap(lambda k: jnp.zeros(size).at[
+            jax.random.permutation(jax.random.fold_in(k, 11), size)[:n_val]].set(1.0))(keys)
+        W = (jnp.ones((B, size)) if W is None else W) * (1.0 - V)
     with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", opts["progress"]) as token:
-        out = run_opt_many(model, spec, keys, args, kwargs, W, None, jnp.asarray(token))
+        out = run_opt_many(model, spec, keys, args, kwargs, W, V, jnp.asarray(token))
     out = jax.device_get(out)
     info = out["info"]
     codes = np.asarray(info["status"])
@@ -386,7 +394,8 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
     diagnostics = {"loss_history": info["loss_history"], "num_steps": info["num_steps"],
                    "status": codes, "converged": ok, "message": messages,
                    "weights": None if W is None else np.asarray(W),
-                   "seconds": time.perf_counter() - t0}
+                   "val_weights": None if V is None else np.asarray(V),
+                   "val_history": info["val_history"], "seconds": time.perf_counter() - t0}
     samples = out["samples"]
     if samples is not None:
         samples = {k: v[:, None] for k, v in samples.items()}  # (B, chain=1, draws, ...)

@@ -257,3 +257,15 @@ def test_to_arviz_with_factor_inside_a_plate():
     assert "f" not in idata["posterior"]
     groups = list(idata.children) if hasattr(idata, "children") else idata.groups()
     assert "observed_data" not in groups and "log_likelihood" not in groups
+
+
+def test_fit_many_val_split_early_stops_each_fit():
+    C, X, Y, _ = make_data()
+    many = ctx.fit_many(ctx_model, C, X, Y, key=0, num_fits=3, bootstrap=True, plate="patients",
+                        progress=False, num_steps=3000, window=50, patience=2, val_split=0.25,
+                        learning_rate=0.05)
+    V = many.diagnostics["val_weights"]
+    assert V.shape == (3, 120) and np.all(V.sum(1) == 30)
+    assert not np.array_equal(V[0], V[1])  # each fit holds out its own members
+    assert np.all(many.diagnostics["weights"][V > 0] == 0)  # held-out members are not trained on
+    assert np.all(np.isfinite(many.diagnostics["val_history"][:, 0]))
