@@ -37,7 +37,7 @@ docs: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) -m pip install -q -e ".[notebooks]"
-	CTXPPL_NOTEBOOKS=1 CTXPPL_SMALL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
+	CTXPPL_SMALL=1 $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ctxppl tests bench

@@ -1,8 +1,8 @@
 """Every notebook in ``notebooks/`` is stored without outputs and executes at small sizes.
 
-Executing them takes minutes, so it runs in its own CI step, ``make notebooks``, which sets
-``CTXPPL_NOTEBOOKS=1`` (and ``CTXPPL_SMALL=1``, the notebooks' small-size switch); a plain
-``pytest tests`` only checks that they are stored stripped. Each notebook must finish within
+Executing them takes minutes, so those tests carry the ``notebooks`` marker: ``make test``
+deselects them and ``make notebooks`` (a CI step of its own) runs exactly them, with
+``CTXPPL_SMALL=1`` (the notebooks' small-size switch). Each notebook must finish within
 ``CTXPPL_NOTEBOOK_TIMEOUT`` seconds (180 by default).
 """
 
@@ -15,7 +15,6 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-RUN = os.environ.get("CTXPPL_NOTEBOOKS") == "1"
 TIMEOUT = float(os.environ.get("CTXPPL_NOTEBOOK_TIMEOUT", "180"))
 
 
@@ -35,8 +34,7 @@ def test_stored_without_outputs(path):
             assert cell.get("execution_count") is None, f"{path.name}: cell {i} was run"
 
 
-@pytest.mark.skipif(not RUN, reason="notebooks execute in `make notebooks` "
-                    "(CTXPPL_NOTEBOOKS=1), not in the unit-test run")
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     import nbclient  # `make notebooks` installs nbclient, nbformat and ipykernel
