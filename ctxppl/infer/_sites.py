@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -15,6 +16,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.distributions.util import sum_rightmost
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 
 from ctxppl._handlers import minibatch, subsample_with_replacement, weight
@@ -132,12 +134,20 @@ def obs_neg_log_lik(model, values, key, args, kwargs):  # noqa: ANN001, ANN201
     return -total
 
 
+def _abstract_trace(model, key, args, kwargs):  # noqa: ANN001, ANN202
+    """A trace for shapes only. Latent values come from ``init_to_uniform`` (defined for
+    improper sites too, unlike sampling the prior); non-array arguments stay Python values
+    (``eqx.filter_eval_shape`` traces only arrays)."""
+    m = handlers.substitute(handlers.seed(model, key), substitute_fn=init_to_uniform)
+    return handlers.trace(m).get_trace(*args, **kwargs)
+
+
 def param_templates(model, args, kwargs):  # noqa: ANN001, ANN201
     """Abstract values (pytrees of ShapeDtypeStruct) of every ``param`` site."""
     out: dict[str, Any] = {}
 
     def run(key, args, kwargs):  # noqa: ANN001, ANN202
-        tr = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+        tr = _abstract_trace(model, key, args, kwargs)
         for n, s in tr.items():
             if s["type"] == "param":
                 out[n] = jax.tree_util.tree_map(
@@ -145,7 +155,7 @@ def param_templates(model, args, kwargs):  # noqa: ANN001, ANN201
                     s["value"])
         return 0
 
-    jax.eval_shape(run, jax.random.key(0), args, kwargs)
+    eqx.filter_eval_shape(run, jax.random.key(0), args, kwargs)
     return out
 
 
@@ -165,11 +175,11 @@ class ModelStructure(NamedTuple):
 
 
 def model_structure(model, args, kwargs, key=None):  # noqa: ANN001, ANN201
-    """Trace ``model`` abstractly (``jax.eval_shape``) and describe its plates and sites."""
+    """Trace ``model`` abstractly (``eqx.filter_eval_shape``): its plates and sites."""
     out: dict[str, Any] = {}
 
     def run(key, args, kwargs):  # noqa: ANN001, ANN202
-        tr = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+        tr = _abstract_trace(model, key, args, kwargs)
         plates, sites = {}, {}
         for n, s in tr.items():
             if s["type"] == "plate":
@@ -189,5 +199,5 @@ def model_structure(model, args, kwargs, key=None):  # noqa: ANN001, ANN201
         out["structure"] = ModelStructure(plates, sites)
         return 0
 
-    jax.eval_shape(run, jax.random.key(0) if key is None else key, args, kwargs)
+    eqx.filter_eval_shape(run, jax.random.key(0) if key is None else key, args, kwargs)
     return out["structure"]

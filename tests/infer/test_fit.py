@@ -269,3 +269,17 @@ def test_fit_many_val_split_early_stops_each_fit():
     assert not np.array_equal(V[0], V[1])  # each fit holds out its own members
     assert np.all(many.diagnostics["weights"][V > 0] == 0)  # held-out members are not trained on
     assert np.all(np.isfinite(many.diagnostics["val_history"][:, 0]))
+
+
+def test_non_array_model_kwargs_and_improper_sites():
+    """Python values (ints, strings) stay static; improper priors need no sampling."""
+
+    def model(y, K=2, kind="a"):
+        loc = numpyro.sample("loc", dist.ImproperUniform(dist.constraints.real, (), (K,)))
+        if kind == "a":
+            with ctx.plate("n", y.shape[0]):
+                numpyro.sample("y", dist.Normal(loc.sum(), 1.0), obs=y)
+
+    fit = ctx.fit(model, jnp.ones(4), key=0, model_kwargs={"K": 3, "kind": "a"}, **FAST)
+    assert fit.params["loc"].shape == (3,)
+    np.testing.assert_allclose(fit.params["loc"].sum(), 1.0, atol=1e-3)
