@@ -1,6 +1,8 @@
 """Model families built from ctxppl primitives (mixed effects, ...)."""
 
 # Contextualized model families (regression, classification, networks) and metamodels.
+# Mixed-effect / multi-level models (lme4 formulas): ctx.mixed, ctx.models.mixed.program.
+from ctxppl.models import mixed as mixed
 from ctxppl.models._common import elastic_net as elastic_net
 from ctxppl.models._metamodels import ArchetypeHead as ArchetypeHead
 from ctxppl.models._metamodels import Composed as Composed
@@ -18,6 +20,3 @@ from ctxppl.models._networks import project_to_dag as project_to_dag
 from ctxppl.models._regression import Classification as Classification
 from ctxppl.models._regression import Regression as Regression
 from ctxppl.models._regression import UnivariateRegression as UnivariateRegression
-
-# Mixed-effect / multi-level models (lme4 formulas): ctx.mixed, ctx.models.mixed.program.
-from ctxppl.models import mixed as mixed
