@@ -102,8 +102,12 @@ def run_demo(seed: int = 0, out: str | None = "demo_out", progress: bool = True,
              nuts: bool = True) -> list[dict]:
     """Run the comparison, print the table, write ``effects.png`` into ``out``.
 
+    Takes about 20 s without NUTS (``tests/test_demo.py`` runs it); the same as
+    ``ctxppl demo``. Returns one dict per model (``effect_mse``, ``response_mse``, ...).
+
     Examples:
-        >>> rows = run_demo(out=None, progress=False, nuts=False)  # doctest: +SKIP
+        >>> TUTORIAL_FIGURES["contextualized"]  # what the tutorial reports
+        (0.032, 0.048)
     """
     from sklearn.cluster import KMeans
 
