@@ -219,9 +219,11 @@ def write_posterior(idata: Any, out: str) -> tuple[list[str], str | None]:
     """
     path = os.path.join(out, "posterior.nc")
     engine = None
-    for mod, eng in (("h5netcdf", "h5netcdf"), ("netCDF4", "netcdf4")):
+    # h5netcdf >= 1.8 no longer pulls in h5py, which it needs to write
+    for mods, eng in ((("h5netcdf", "h5py"), "h5netcdf"), (("netCDF4",), "netcdf4")):
         try:
-            __import__(mod)
+            for mod in mods:
+                __import__(mod)
         except ImportError:
             continue
         engine = eng
