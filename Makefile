@@ -6,15 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PYTEST_WORKERS ?= 2
 EXTRA ?=
+PYTHON ?=
 
 .PHONY: demo test test-slow bench lint docs notebooks doctest clean venv
 
 $(PY):
-	$(shell .ci/find-python) -m venv $(VENV)
+	$$(PYTHON='$(PYTHON)' .ci/find-python) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q -e ".[test,lint]" $(EXTRA)
+	$(PY) -m pip install -q -e ".[test,lint]" $(foreach e,$(EXTRA),'$(e)')
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: $(STAMP)
