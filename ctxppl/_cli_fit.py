@@ -194,18 +194,13 @@ def _arviz_of(fit: Any) -> tuple[Any, str | None]:
     try:
         return fit.to_arviz(), None
     except Exception as e:  # noqa: BLE001 - a failed export must not lose the fit
-        import inspect
-
-        import arviz as az
+        from ctxppl.infer._arviz import from_groups
 
         draws = fit.samples if fit.samples is not None else {
             k: np.asarray(v)[None, None] for k, v in fit.params.items()
             if k not in fit.param_names}
         post = {k: np.asarray(v) for k, v in draws.items()}
-        if "data" in inspect.signature(az.from_dict).parameters:
-            idata = az.from_dict({"posterior": post})
-        else:  # pragma: no cover - arviz 0.x
-            idata = az.from_dict(posterior=post)
+        idata = from_groups({"posterior": post})
         return idata, (f"Fit.to_arviz() failed ({type(e).__name__}: {e}); wrote the posterior "
                        "draws only")
 

@@ -9,7 +9,17 @@ import numpy as np
 
 from ctxppl.infer._sites import ModelStructure
 
-__all__ = ["site_dims", "make_arviz"]
+__all__ = ["site_dims", "make_arviz", "from_groups"]
+
+
+def from_groups(groups: dict[str, dict[str, Any]], **kwargs: Any) -> Any:
+    """``az.from_dict`` for both ArviZ APIs: 1.x takes the groups as one dict (DataTree),
+    0.x as keyword arguments (InferenceData)."""
+    import arviz as az
+
+    if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0
+        return az.from_dict(groups, **kwargs)
+    return az.from_dict(**groups, **kwargs)
 
 
 def site_dims(name: str, shape: tuple[int, ...], structure: ModelStructure) -> list[str]:
@@ -29,7 +39,6 @@ def site_dims(name: str, shape: tuple[int, ...], structure: ModelStructure) -> l
 
 def make_arviz(groups: dict[str, dict[str, Any]], structure: ModelStructure) -> Any:
     """``az.from_dict`` over ``groups`` (posterior/log_likelihood have chain, draw axes)."""
-    import arviz as az
 
     dims: dict[str, list[str]] = {}
     used: set[str] = set()
@@ -48,6 +57,4 @@ def make_arviz(groups: dict[str, dict[str, Any]], structure: ModelStructure) -> 
             used.update(d)
     coords = {p: np.arange(n) for p, n in structure.plates.items() if p in used}
     groups = {g: {k: np.asarray(v) for k, v in grp.items()} for g, grp in groups.items() if grp}
-    if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0 (DataTree)
-        return az.from_dict(groups, dims=dims, coords=coords)
-    return az.from_dict(**groups, dims=dims, coords=coords)  # arviz 0.x (InferenceData)
+    return from_groups(groups, dims=dims, coords=coords)

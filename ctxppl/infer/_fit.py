@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.initialization import init_to_median
 
+from ctxppl.infer._devices import FitSharding, fit_devices
 from ctxppl.infer._loop import NONFINITE, STATUS, LoopOptions, progress_bar
 from ctxppl.infer._nuts import run_nuts
 from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
@@ -284,7 +285,8 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
 def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
              num_fits: int | None = None, weights: Any = None, indices: Any = None,
              bootstrap: bool = False, plate: str | None = None,
-             model_kwargs: dict[str, Any] | None = None, **options: Any) -> Fit:
+             model_kwargs: dict[str, Any] | None = None, devices: Any = None,
+             **options: Any) -> Fit:
     r"""``B`` independent fits of one model in one jit-compiled, vmapped call.
 
     Each fit gets its own key (different initialisation and minibatches) and, optionally,
@@ -304,6 +306,11 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
         bootstrap: Draw ``num_fits`` multinomial bootstrap resamples of the members.
         plate: The ``ctx.plate`` that weights refer to.
         model_kwargs: Model keyword arguments.
+        devices: Where the fits run: ``None`` (default) spreads them over all local devices
+            (the fit axis is sharded, the data replicated; with one device nothing changes),
+            an int uses the first that many, or give a sequence of ``jax.Device``. On CPU,
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts)
+            exposes N cores as devices, so the fits use them all.
         **options: As for :func:`fit`.
 
     Returns:
@@ -333,6 +340,7 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
                             "out its own random members).")
     opts, key, args, kwargs, structure = _prepare(model, args, model_kwargs, method, key,
                                                   options)
+    devs = fit_devices(devices)
     given = sum(x is not None for x in (weights, indices)) + bool(bootstrap)
     if given > 1:
         raise ValueError("give at most one of `weights`, `indices`, `bootstrap=True`.")
@@ -377,9 +385,11 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
         V = jax.vmap(lambda k: jnp.zeros(size).at[
             jax.random.permutation(jax.random.fold_in(k, 11), size)[:n_val]].set(1.0))(keys)
         W = (jnp.ones((B, size)) if W is None else W) * (1.0 - V)
+    place = FitSharding(devs, B)
     with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", opts["progress"]) as token:
-        out = run_opt_many(model, spec, keys, args, kwargs, W, V, jnp.asarray(token))
-    out = jax.device_get(out)
+        out = run_opt_many(model, spec, place.per_fit(keys), *place.shared((args, kwargs)),
+                           place.per_fit(W), place.per_fit(V), jnp.asarray(token))
+    out = place.unpad(jax.device_get(out))
     info = out["info"]
     codes = np.asarray(info["status"])
     hess = np.asarray(info.get("hessian_ok", np.ones(B, bool)))

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ctxppl.infer._arviz import from_groups
+
 __all__ = ["trace", "forest", "pair", "to_arviz_data", "arviz_major", "from_draws"]
 
 
@@ -42,7 +44,6 @@ def from_draws(posterior: dict[str, Any]) -> Any:
         >>> tuple(d["posterior"]["a"].shape)
         (2, 10)
     """
-    import arviz as az
 
     if not isinstance(posterior, dict) or not posterior:
         raise TypeError("`posterior` must be a non-empty dict {name: (chains, draws, ...)}.")
@@ -50,9 +51,7 @@ def from_draws(posterior: dict[str, Any]) -> Any:
     bad = [k for k, v in post.items() if v.ndim < 2]
     if bad:
         raise ValueError(f"draws of {bad} must have shape (chains, draws, ...).")
-    if arviz_major() >= 1:
-        return az.from_dict({"posterior": post})
-    return az.from_dict(posterior=post)
+    return from_groups({"posterior": post})
 
 
 def to_arviz_data(data: Any) -> Any:

@@ -30,6 +30,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from ctxppl._handlers import minibatch
+from ctxppl.infer._arviz import from_groups
 
 __all__ = ["Evaluation", "Scorer", "mse", "log_likelihood", "elpd", "auc", "adjusted_rand",
            "bic", "loo", "waic", "as_scorers"]
@@ -513,13 +514,16 @@ def loo(site: str | None = None) -> Scorer:
 
         r = np.flatnonzero(ev.weights > 0)
         ll = ev.log_lik_draws(site)[:, r].astype(np.float64)
-        idata = az.from_dict({"posterior": {"_": np.zeros((1, ll.shape[0]))},
-                              "log_likelihood": {"y": ll[None]}})
+        idata = from_groups({"posterior": {"_": np.zeros((1, ll.shape[0]))},
+                             "log_likelihood": {"y": ll[None]}})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = az.loo(idata, var_name="y")
-        return {"elpd": float(res.elpd), "se": float(res.se), "p": float(res.p),
-                "pareto_k_max": float(np.max(np.asarray(res.pareto_k)))}
+        # arviz 1.x names the fields elpd / p, arviz 0.x elpd_loo / p_loo
+        new = hasattr(res, "elpd")
+        elpd, p = (res.elpd, res.p) if new else (res["elpd_loo"], res["p_loo"])
+        return {"elpd": float(elpd), "se": float(res["se"] if not new else res.se),
+                "p": float(p), "pareto_k_max": float(np.max(np.asarray(res["pareto_k"])))}
 
     return Scorer("loo", fn, needs_draws=True, needs_posterior=True)
 

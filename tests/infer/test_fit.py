@@ -198,6 +198,12 @@ def test_nuts_holds_encoder_at_map_and_samples_latents():
                                   plate="patients"), ValueError, r"must lie in \[0, 120\)"),
     (lambda C, X, Y: ctx.fit_many(ctx_model, C, X, Y, key=0, method="nuts", num_fits=2),
      ValueError, "not supported by fit_many"),
+    (lambda C, X, Y: ctx.fit_many(ctx_model, C, X, Y, key=0, num_fits=2, devices=0),
+     ValueError, r"`devices` must be between 1 and the \d+ local device\(s\); got 0"),
+    (lambda C, X, Y: ctx.fit_many(ctx_model, C, X, Y, key=0, num_fits=2, devices=["cpu"]),
+     TypeError, "`devices` must be a non-empty sequence of jax devices"),
+    (lambda C, X, Y: ctx.fit_many(ctx_model, C, X, Y, key=0, num_fits=2, devices=1.5),
+     TypeError, "`devices` must be None, an int or a sequence"),
 ])
 def test_bad_input_fails_before_work(call, err, match):
     C, X, Y, _ = make_data()

@@ -5,7 +5,9 @@ Prints one JSON line comparing 4-device sharded fits with one-device fits:
   same computation, so the losses agree to float32 rounding (over longer runs Adam on a
   non-convex net amplifies rounding differences into different local optima);
 * "optimum": a linear-encoder model (a well-posed optimum) run to convergence on 221 rows
-  (padded with zero-weight rows to 224).
+  (padded with zero-weight rows to 224);
+* "fit_many": 5 bootstrap fits of the MLP model (50 Adam steps) with the fit axis sharded
+  over the devices (padded to 8) against the same fits on one device.
 """
 
 import json
@@ -76,4 +78,28 @@ for case, (model, extra, sizes) in cases.items():
                               / np.nanmax(np.abs(one.diagnostics["loss_history"][:50]))),
             "steps": [int(one.diagnostics["num_steps"]), int(four.diagnostics["num_steps"])]}
 out["sharded_over"] = seen
+
+# fit_many: the fit axis (5 bootstrap fits, padded to 8) split over the devices
+import ctxppl.infer._fit as fit_module  # noqa: E402
+
+real_many, many_devices = fit_module.run_opt_many, []
+
+
+def spy_many(model, spec, keys, *rest):
+    many_devices.append(len(keys.sharding.device_set))
+    return real_many(model, spec, keys, *rest)
+
+
+fit_module.run_opt_many = spy_many
+opts = {"learning_rate": 1e-2, "progress": False, "num_steps": 50, "tol": 0.0}
+many = {d: ctx.fit_many(mlp_model, C, X, Y, key=0, num_fits=5, bootstrap=True,
+                        plate="patients", devices=d, **opts) for d in (1, None)}
+fit_module.run_opt_many = real_many
+ref, got = flat(many[1]), flat(many[None])
+hist = [m.diagnostics["loss_history"][:, :50] for m in (many[1], many[None])]
+out["fit_many"] = {"rel": float(np.max(np.abs(got - ref)) / np.max(np.abs(ref))),
+                   "loss_rel": float(np.max(np.abs(hist[1] - hist[0]) / np.abs(hist[0]))),
+                   "batch": [many[1].batch_shape[0], many[None].batch_shape[0]],
+                   "loss_shape": list(many[None].diagnostics["loss_history"].shape),
+                   "sharded_over": many_devices}
 print(json.dumps(out))

@@ -7,7 +7,6 @@ and carry standard errors from the curvature instead -- so every accessor is wri
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ctxppl.infer._arviz import from_groups
 from ctxppl.models.mixed._families import Family
 from ctxppl.models.mixed._formula import Design
 
@@ -408,7 +408,6 @@ class MixedResult:
         grouping factor's levels and ``<term>_coef``; ``sd_<term>``, ``corr_<term>``,
         ``sigma``/``phi``) and ``observed_data``. Point fits have one chain and one draw.
         """
-        import arviz as az
 
         des = self.design
         post: dict[str, np.ndarray] = {"beta": self._draws["beta"]}
@@ -434,9 +433,7 @@ class MixedResult:
                 dims[f"corr_{b.name}"] = [cdim, cdim + "_"]
         groups = {"posterior": post, "observed_data": {"y": des.y}}
         dims["y"] = ["obs"]
-        if "data" in inspect.signature(az.from_dict).parameters:
-            return az.from_dict(groups, dims=dims, coords=coords)
-        return az.from_dict(**groups, dims=dims, coords=coords)
+        return from_groups(groups, dims=dims, coords=coords)
 
     # ------------------------------------------------------------------ printing
     def summary(self) -> str:
