@@ -242,13 +242,10 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
 def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # noqa: ANN001, ANN202
     k_map, k_mcmc = jax.random.split(key)
     fixed: dict[str, Any] = {}
-    m = model
+    w = None
     if opts["weights"] is not None:
-        from ctxppl._handlers import weight
-
         size = _plate_size(structure, opts["plate"], "weights")
-        m = weight(model, plate=opts["plate"], weights=_check_weights(opts["weights"], size,
-                                                                       "weights"))
+        w = _check_weights(opts["weights"], size, "weights")
     map_fit = None
     if param_names:
         map_opts = {"progress": opts["progress"], **(opts["map_options"] or {})}
@@ -256,7 +253,7 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
             map_opts.update(weights=opts["weights"], plate=opts["plate"])
         map_fit = fit(model, *args, method="map", key=k_map, model_kwargs=kwargs, **map_opts)
         fixed = {k: map_fit.params[k] for k in param_names}
-    samples, diag = run_nuts(m, k_mcmc, args, kwargs, opts, fixed)
+    samples, diag = run_nuts(model, k_mcmc, args, kwargs, opts, fixed, w)
     samples = jax.device_get(samples)
     params = {**fixed, **{k: np.mean(np.asarray(v), axis=(0, 1)) for k, v in samples.items()}}
     r_hat = [v for v in diag["r_hat"].values() if np.isfinite(v)]

@@ -1,8 +1,19 @@
-"""NUTS through numpyro's MCMC; point-estimated encoders are held at their MAP values."""
+"""NUTS through numpyro's MCMC; point-estimated encoders are held at their MAP values.
+
+Compiled samplers are reused: ``run_nuts`` keeps a small LRU of compiled runners (see
+:func:`_runner`) keyed by the model, the sampler options, the static (non-array) arguments
+and the shapes and dtypes of the array arguments. The data, the MAP values of
+point-estimated sites and the member weights are *arguments* of the compiled program, never
+constants baked into it, so a second ``ctx.fit(..., method="nuts")`` on new data of the same
+shapes does not recompile.
+"""
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -13,29 +24,139 @@ from numpyro.infer import MCMC, NUTS
 
 __all__ = ["run_nuts"]
 
+_CACHE_SIZE = 16
+_cache: OrderedDict[Any, tuple[MCMC, threading.Lock]] = OrderedDict()
+_cache_lock = threading.Lock()
 
-def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, Any]):  # noqa: ANN001, ANN201
-    """Sample the latent sites of ``model`` with NUTS (``fixed`` param sites substituted).
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray | jax.Array | np.generic)
+
+
+def _program(model: Callable, treedef: Any, statics: tuple, plate: str | None) -> Callable:
+    """The model as a function of (MAP values, array leaves, weights): what MCMC compiles."""
+    def program(fixed: dict, arrays: list, weights: Any = None) -> None:
+        it = iter(arrays)
+        leaves = [next(it) if s is _ARRAY else s for s in statics]
+        args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+        m = model
+        if weights is not None:
+            from ctxppl._handlers import weight
+
+            m = weight(m, plate=plate, weights=weights)
+        with handlers.substitute(data=fixed):
+            m(*args, **kwargs)
+
+    return program
+
+
+class _ArrayMarker:
+    def __repr__(self) -> str:
+        return "<array>"
+
+
+_ARRAY = _ArrayMarker()
+
+
+def _signature(tree: Any) -> tuple:
+    return tuple((tuple(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else
+                                          np.result_type(x)))
+                 for x in jax.tree_util.tree_leaves(tree))
+
+
+def _runner(model: Callable, treedef: Any, statics: tuple, opts: dict[str, Any],
+            method: str) -> tuple[Callable, threading.Lock | None]:
+    """``run(key, fixed, arrays, weights) -> (samples by chain, diverging)`` for one model.
+
+    Without a progress bar (``progress=False``, or numpyro turning it off, as it does under
+    CI and pytest-xdist) the whole of ``MCMC.run`` -- initialisation, warm-up and sampling --
+    is one ``jax.jit`` program, compiled once. With a progress bar numpyro steps the chains
+    from Python; then the ``MCMC`` object itself is kept, whose compiled warm-up/sampling
+    step is reused (only its initialisation is re-traced), and a lock keeps two threads from
+    driving it at once. Chains in parallel over devices (``pmap``) take the second route too.
+    """
+    def build(progress: bool) -> MCMC:
+        program = _program(model, treedef, statics, opts["plate"])
+        kernel = NUTS(program, target_accept_prob=opts["target_accept_prob"],
+                      max_tree_depth=opts["max_tree_depth"], dense_mass=opts["dense_mass"],
+                      init_strategy=opts["init_strategy"])
+        return MCMC(kernel, num_warmup=opts["num_warmup"], num_samples=opts["num_samples"],
+                    num_chains=int(opts["num_chains"]), chain_method=method,
+                    thinning=opts["thinning"], progress_bar=progress, jit_model_args=True)
+
+    def drive(mcmc: MCMC, key: Any, fixed: dict, arrays: list, weights: Any) -> tuple:
+        run_args = (fixed, arrays) if weights is None else (fixed, arrays, weights)
+        mcmc.run(key, *run_args, extra_fields=("diverging",))
+        return (mcmc.get_samples(group_by_chain=True),
+                mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+
+    mcmc = build(bool(opts["progress"]))
+    if mcmc.progress_bar or method == "parallel":
+        return (lambda key, fixed, arrays, weights: drive(mcmc, key, fixed, arrays, weights),
+                threading.Lock())
+
+    @jax.jit
+    def run(key: Any, fixed: dict, arrays: list, weights: Any) -> tuple:
+        return drive(build(False), key, fixed, arrays, weights)
+
+    return run, None
+
+
+def _cached_runner(model: Callable, args: tuple, kwargs: dict, opts: dict[str, Any],
+                   fixed: dict, weights: Any, method: str) -> tuple[Callable, Any, list]:
+    """The runner for this model, options and shapes (from the LRU, else new), its lock
+    (acquired; None when not needed) and the array arguments."""
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    statics = tuple(_ARRAY if _is_array(x) else x for x in leaves)
+    arrays = [x for x in leaves if _is_array(x)]
+    options = (opts["num_warmup"], opts["num_samples"], int(opts["num_chains"]), method,
+               opts["thinning"], opts["target_accept_prob"], opts["max_tree_depth"],
+               opts["dense_mass"], opts["init_strategy"], bool(opts["progress"]))
+    key = (model, treedef, statics, _signature(arrays), tuple(sorted(fixed)),
+           _signature([fixed[k] for k in sorted(fixed)]), weights is None or _signature(weights),
+           opts["plate"] if weights is not None else None, options)
+    try:
+        hash(key)
+    except TypeError:  # unhashable static arguments: a fresh runner, compiled anew
+        run, _ = _runner(model, treedef, statics, opts, method)
+        return run, None, arrays
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is None:
+            entry = _runner(model, treedef, statics, opts, method)
+            _cache[key] = entry
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        else:
+            _cache.move_to_end(key)
+    run, lock = entry
+    if lock is not None and not lock.acquire(blocking=False):
+        run, _ = _runner(model, treedef, statics, opts, method)  # busy: do not wait
+        return run, None, arrays
+    return run, lock, arrays
+
+
+def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, Any],  # noqa: ANN001, ANN201
+             weights: Any = None):
+    """Sample the latent sites of ``model`` with NUTS (``fixed`` param sites substituted,
+    optional member ``weights`` on ``opts["plate"]``).
 
     Returns ``(samples grouped by chain, diagnostics)``.
     """
-    if fixed:
-        model = handlers.substitute(model, data=fixed)
     num_chains = int(opts["num_chains"])
     method = opts["chain_method"]
     if method == "auto":
         method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
-    kernel = NUTS(model, target_accept_prob=opts["target_accept_prob"],
-                  max_tree_depth=opts["max_tree_depth"], dense_mass=opts["dense_mass"],
-                  init_strategy=opts["init_strategy"])
-    mcmc = MCMC(kernel, num_warmup=opts["num_warmup"], num_samples=opts["num_samples"],
-                num_chains=num_chains, chain_method=method, thinning=opts["thinning"],
-                progress_bar=opts["progress"])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*CPU.*devices.*")
-        mcmc.run(key, *args, extra_fields=("diverging",), **kwargs)
-    samples = mcmc.get_samples(group_by_chain=True)
-    diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    run, lock, arrays = _cached_runner(model, args, kwargs, opts, fixed, weights, method)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*CPU.*devices.*")
+            samples, diverging = run(key, fixed, arrays, weights)
+        samples = jax.device_get(samples)
+        diverging = np.asarray(diverging)
+    finally:
+        if lock is not None:
+            lock.release()
     r_hat, ess = {}, {}
     for name, value in samples.items():
         v = np.asarray(value)

@@ -106,7 +106,10 @@ def test_nuts_crossed_posterior_mean_within_monte_carlo_error(rng):
     fixed = {"sd_a": jnp.asarray([truth["sd_a"]]), "sd_b": jnp.asarray([truth["sd_b"]]),
              "sigma": jnp.asarray(truth["sigma"])}
     fit = ctx.fit(numpyro.handlers.condition(prog.model, fixed), prog.data, prog.y,
-                  method="nuts", key=1, progress=False, num_warmup=250, num_samples=400)
+                  method="nuts", key=1, progress=False, num_warmup=250, num_samples=400,
+                  dense_mass=True)  # intercept and effect means are strongly correlated:
+    # with a diagonal mass matrix max r_hat exceeded 1.05 for 2 of 8 keys (slow mixing along
+    # that direction); the dense one gave <= 1.003 for all 8
     des = prog.design
     cols = [des.X]
     for blk in des.blocks:
