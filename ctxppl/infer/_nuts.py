@@ -25,8 +25,18 @@ from numpyro.infer import MCMC, NUTS
 __all__ = ["run_nuts"]
 
 _CACHE_SIZE = 16
-_cache: OrderedDict[Any, tuple[MCMC, threading.Lock]] = OrderedDict()
+_cache: OrderedDict[Any, tuple[Callable, threading.Lock | None]] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+class _ArrayMarker:
+    """Stands for an array leaf among the static leaves of the model arguments."""
+
+    def __repr__(self) -> str:
+        return "<array>"
+
+
+_ARRAY = _ArrayMarker()
 
 
 def _is_array(x: Any) -> bool:
@@ -48,14 +58,6 @@ def _program(model: Callable, treedef: Any, statics: tuple, plate: str | None) -
             m(*args, **kwargs)
 
     return program
-
-
-class _ArrayMarker:
-    def __repr__(self) -> str:
-        return "<array>"
-
-
-_ARRAY = _ArrayMarker()
 
 
 def _signature(tree: Any) -> tuple:
