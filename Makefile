@@ -48,6 +48,7 @@ bench: $(STAMP)
 	bash bench/peers/setup_contextualized.sh
 	$(PY) bench/seed_demo.py
 	$(PY) bench/plate_overhead.py
+	$(PY) bench/nuts_reuse.py
 	$(PY) bench/scale.py
 	$(PY) bench/families.py
 	$(PY) bench/mixed.py
