@@ -33,18 +33,16 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--threads", type=int, default=1)
 args = parser.parse_args()
 
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = str(args.threads)
+from _threads import pin_threads  # noqa: E402
+
+torch = pin_threads(args.threads)  # before numpy loads its BLAS
 
 import logging  # noqa: E402
 import random  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-torch.set_num_threads(args.threads)
-torch.set_num_interop_threads(args.threads)
 warnings.filterwarnings("ignore")
 
 from contextualized import easy  # noqa: E402

@@ -26,19 +26,16 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--threads", type=int, default=1)
 args = parser.parse_args()
 
-# Thread caps must be in the environment before torch/numpy load their runtimes.
-for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[var] = str(args.threads)
+from _threads import pin_threads  # noqa: E402
+
+torch = pin_threads(args.threads)  # before numpy loads its BLAS
 
 import logging
 import random
 import warnings
 
 import numpy as np
-import torch
 
-torch.set_num_threads(args.threads)
-torch.set_num_interop_threads(args.threads)
 warnings.filterwarnings("ignore")
 
 from contextualized.easy import ContextualizedRegressor
