@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 
 from ctxppl.infer._sites import ModelStructure
 
-__all__ = ["site_dims", "make_arviz", "from_groups"]
+__all__ = ["site_dims", "make_arviz", "from_groups", "arviz_major"]
+
+
+def arviz_major() -> int:
+    """The installed ArviZ's major version (0 or 1).
+
+    Examples:
+        >>> from ctxppl.plot import arviz_major
+        >>> arviz_major() in (0, 1)
+        True
+    """
+    import arviz as az
+
+    return int(az.__version__.split(".")[0])
 
 
 def from_groups(groups: dict[str, dict[str, Any]], **kwargs: Any) -> Any:
@@ -17,7 +29,7 @@ def from_groups(groups: dict[str, dict[str, Any]], **kwargs: Any) -> Any:
     0.x as keyword arguments (InferenceData)."""
     import arviz as az
 
-    if "data" in inspect.signature(az.from_dict).parameters:  # arviz >= 1.0
+    if arviz_major() >= 1:
         return az.from_dict(groups, **kwargs)
     return az.from_dict(**groups, **kwargs)
 
@@ -39,7 +51,6 @@ def site_dims(name: str, shape: tuple[int, ...], structure: ModelStructure) -> l
 
 def make_arviz(groups: dict[str, dict[str, Any]], structure: ModelStructure) -> Any:
     """``az.from_dict`` over ``groups`` (posterior/log_likelihood have chain, draw axes)."""
-
     dims: dict[str, list[str]] = {}
     used: set[str] = set()
     # One dims entry per variable, taken from its full shape (observed data or posterior);

@@ -16,22 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ctxppl.infer._arviz import from_groups
+from ctxppl.infer._arviz import arviz_major, from_groups
 
 __all__ = ["trace", "forest", "pair", "to_arviz_data", "arviz_major", "from_draws"]
-
-
-def arviz_major() -> int:
-    """The installed ArviZ's major version (0 or 1).
-
-    Examples:
-        >>> from ctxppl.plot import arviz_major
-        >>> arviz_major() in (0, 1)
-        True
-    """
-    import arviz as az
-
-    return int(az.__version__.split(".")[0])
 
 
 def from_draws(posterior: dict[str, Any]) -> Any:
