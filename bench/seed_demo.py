@@ -24,13 +24,16 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import command, machine, run_peer, write_section  # noqa: E402
 
-from ctxppl._demo import fit_seed_map, tutorial_model  # noqa: E402
-from ctxppl.datasets import cluster_tutorial  # noqa: E402
+from ctxppl.datasets import (  # noqa: E402
+    cluster_tutorial,  # noqa: E402
+    fit_seed_map,
+    tutorial_model,
+)
 
 FRESH = """
 import time, sys, jax, numpy as np
 t0 = time.perf_counter()
-from ctxppl._demo import fit_seed_map, tutorial_model
+from ctxppl.datasets import fit_seed_map, tutorial_model
 from ctxppl.datasets import cluster_tutorial
 d = cluster_tutorial(seed={seed})
 t1 = time.perf_counter()
@@ -83,7 +86,7 @@ def main() -> None:
         "",
         f"Command: `{command()}` ({machine()}). Peer: tutorial setting (batch size 1, 50 "
         "epochs, 10 archetypes: its best in 0.2.9), torch 2.13 CPU pinned to 1 thread, in "
-        "`bench/.venv-contextualized`. ctxppl: `ctxppl._demo.fit_seed_map` (3,000 full-batch "
+        "`bench/.venv-contextualized`. ctxppl: `ctxppl.datasets.fit_seed_map` (3,000 full-batch "
         "Adam steps, cosine decay). *Compiled* = a later fit + predict (jit cache hit); *end to end* = "
         "first fit + predict in a fresh process (compilation included, imports excluded).",
         "",

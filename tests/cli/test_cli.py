@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from ctxppl._cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from ctxppl.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 
 
 def _json(path):
@@ -232,7 +232,7 @@ def test_version_and_help_exit_0(capsys):
 
 def test_console_script_exit_codes(tmp_path):
     """The entry point passes exit codes to the shell."""
-    exe = [sys.executable, "-c", "import sys; from ctxppl._cli import main; sys.exit(main())"]
+    exe = [sys.executable, "-c", "import sys; from ctxppl.cli import main; sys.exit(main())"]
     bad = subprocess.run(exe + ["fit", str(tmp_path / "x.csv"), "--context", "c",
                                 "--predictors", "x", "--outcome", "y"],
                          capture_output=True, text=True)

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.model, args.method, args.out
         ('regression', 'map', 'ctxppl_out')
     """
-    from ctxppl._cli_data import METHODS, MODELS
+    from ctxppl.cli._data import METHODS, MODELS
 
     p = argparse.ArgumentParser(
         prog="ctxppl", description="Contextualized probabilistic programming (a NumPyro "
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(args: argparse.Namespace) -> None:
-    from ctxppl._cli_data import UsageError
+    from ctxppl.cli._data import UsageError
 
     for name in ("width", "depth", "archetypes", "epochs", "num_samples", "bootstraps"):
         v = getattr(args, name, None)
@@ -155,21 +155,25 @@ def _positive(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from ctxppl._demo import run_demo
+        from ctxppl.cli._demo import run_demo
 
         run_demo(seed=args.seed, out=args.out, progress=not args.quiet, nuts=not args.no_nuts)
         return EXIT_OK
     _positive(args)
-    from ctxppl import _cli_fit
-
     if args.command == "fit":
-        _cli_fit.run_fit(args)
+        from ctxppl.cli._fit import run_fit
+
+        run_fit(args)
     elif args.command == "predict":
-        out = _cli_fit.run_predict(args)
+        from ctxppl.cli._predict import run_predict
+
+        out = run_predict(args)
         if not args.quiet:
             print(out)
     elif args.command == "mixed":
-        _cli_fit.run_mixed(args)
+        from ctxppl.cli._mixed import run_mixed
+
+        run_mixed(args)
     return EXIT_OK
 
 
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ctxppl`` command; returns the exit code.
 
     Examples:
-        >>> from ctxppl._cli import build_parser
+        >>> from ctxppl.cli import build_parser
         >>> build_parser().parse_args(["demo", "--seed", "3"]).seed
         3
         >>> main(["fit", "no-such-file.csv", "--context", "c", "--predictors", "x",
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: 2 for usage errors, 0 for --help / --version
         return int(e.code or 0)
-    from ctxppl._cli_data import UsageError
+    from ctxppl.cli._data import UsageError
 
     try:
         return _run(args)

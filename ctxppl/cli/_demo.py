@@ -1,7 +1,8 @@
 """``ctxppl demo``: the seed tutorial "Death to Cluster Models" reproduced with ctxppl.
 
 Population OLS, KMeans(15) cluster OLS and contextualized regressions fitted by MAP, SVI and
-NUTS, compared on response MSE and effect-size MSE on the 5,404 unobserved patients.
+NUTS, compared on response MSE and effect-size MSE on the 5,404 unobserved patients. The
+tutorial's models live beside its data (``ctxppl.datasets``).
 """
 
 from __future__ import annotations
@@ -12,74 +13,20 @@ import warnings
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-import optax
 
 import ctxppl as ctx
 from ctxppl.datasets import ClusterTutorialData, cluster_tutorial
+from ctxppl.datasets._cluster_tutorial import (
+    _DEFAULT_MODEL,
+    _DEFAULT_OPTIMIZER,
+    TUTORIAL_FIGURES,
+    bayesian_tutorial_model,
+    fit_seed_map,
+    tutorial_model,
+)
 
-__all__ = ["tutorial_model", "bayesian_tutorial_model", "run_demo", "TUTORIAL_FIGURES",
-           "fit_seed_map"]
-
-#: The tutorial's published (response MSE, effect MSE) on unobserved patients.
-TUTORIAL_FIGURES = {"population": (0.306, 0.470), "cluster": (0.098, 0.148),
-                    "contextualized": (0.032, 0.048)}
-
-
-def tutorial_model(width: int = 25, depth: int = 2, activation: str = "swish"):  # noqa: ANN201
-    r"""The tutorial's contextualized regression as a NumPyro program.
-
-    .. math:: w_i = \mathrm{MLP}(c_i),\quad y_i \sim \mathcal{N}(x_i^\top w_i, \sigma^2)
-
-    Examples:
-        >>> import ctxppl as ctx
-        >>> model = ctx._demo.tutorial_model(width=4, depth=1)
-        >>> callable(model)
-        True
-    """
-
-    def model(C, X, Y=None):  # noqa: ANN001, ANN202
-        enc = ctx.encoder("enc", ctx.nn.MLP(C.shape[-1], X.shape[-1], width=width, depth=depth,
-                                            activation=activation))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        with ctx.plate("patients", C.shape[0], context=C):
-            w = ctx.contextual("w", enc)
-            x = numpyro.subsample(X, event_dim=1)
-            y = None if Y is None else numpyro.subsample(Y, event_dim=0)
-            numpyro.sample("y", dist.Normal(jnp.sum(x * w, -1), sigma), obs=y)
-
-    return model
-
-
-def bayesian_tutorial_model(width: int = 8, depth: int = 1, prior_scale: float = 1.0):  # noqa: ANN201
-    """The same program with a Bayesian encoder: Normal(0, prior_scale) on every weight."""
-
-    def model(C, X, Y=None):  # noqa: ANN001, ANN202
-        enc = ctx.encoder("enc", ctx.nn.MLP(C.shape[-1], X.shape[-1], width=width, depth=depth,
-                                            activation="swish"),
-                          prior=dist.Normal(0.0, prior_scale))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        with ctx.plate("patients", C.shape[0], context=C):
-            w = ctx.contextual("w", enc)
-            numpyro.sample("y", dist.Normal(jnp.sum(X * w, -1), sigma), obs=Y)
-
-    return model
-
-
-def fit_seed_map(d: ClusterTutorialData, key: Any, model=None, num_steps: int = 3000,  # noqa: ANN001
-                 optimizer: Any = None, progress: bool = False) -> ctx.Fit:
-    """The tuned MAP fit used by the demo and the benchmark (full batch, cosine-decayed Adam)."""
-    model = model or _DEFAULT_MODEL
-    optimizer = optimizer or _DEFAULT_OPTIMIZER
-    return ctx.fit(model, d.C_train, d.X_train, d.Y_train, key=key, num_steps=num_steps,
-                   optimizer=optimizer, tol=0.0, progress=progress)
-
-
-_DEFAULT_MODEL = tutorial_model()
-_DEFAULT_OPTIMIZER = optax.adam(optax.cosine_decay_schedule(1e-2, 3000, alpha=0.01))
+__all__ = ["run_demo", "format_table", "plot_effects"]
 
 
 def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -102,7 +49,7 @@ def run_demo(seed: int = 0, out: str | None = "demo_out", progress: bool = True,
              nuts: bool = True) -> list[dict]:
     """Run the comparison, print the table, write ``effects.png`` into ``out``.
 
-    Takes about 20 s without NUTS (``tests/test_demo.py`` runs it); the same as
+    Takes about 20 s without NUTS (``tests/cli/test_demo.py`` runs it); the same as
     ``ctxppl demo``. Returns one dict per model (``effect_mse``, ``response_mse``, ...).
 
     Examples:

@@ -38,7 +38,7 @@ def read_csv(path: str, what: str = "DATA.csv") -> pd.DataFrame:
         >>> read_csv(p + ".missing")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ctxppl._cli_data.UsageError: `DATA.csv`: no such file: '...d.csv.missing'.
+        ctxppl.cli._data.UsageError: `DATA.csv`: no such file: '...d.csv.missing'.
     """
     if not os.path.exists(path):
         raise UsageError(f"`{what}`: no such file: {path!r}.")
@@ -97,7 +97,7 @@ def numeric_matrix(df: pd.DataFrame, cols: Sequence[str], option: str, path: str
         >>> numeric_matrix(df, ["b"], "--context", "d.csv")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ctxppl._cli_data.UsageError: `--context`: column 'b' of 'd.csv' is not numeric ...
+        ctxppl.cli._data.UsageError: `--context`: column 'b' of 'd.csv' is not numeric ...
     """
     require_columns(df, cols, option, path)
     out = []

@@ -2,7 +2,7 @@
 
 import os
 
-import ctxppl._demo as demo
+import ctxppl.cli._demo as demo
 
 
 def test_demo_reproduces_the_tutorial(tmp_path):
