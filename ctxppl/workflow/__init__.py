@@ -8,11 +8,10 @@ r"""Many-models workflow: splits, grids, scores, ``run`` (vmapped, cached, paral
 
 from ctxppl.workflow._cache import fingerprint_callable as fingerprint_callable
 from ctxppl.workflow._cache import fingerprint_data as fingerprint_data
+from ctxppl.workflow._evaluation import Evaluation as Evaluation
 from ctxppl.workflow._grid import grid as grid
-from ctxppl.workflow._run import ModelSpec as ModelSpec
 from ctxppl.workflow._run import failures as failures
 from ctxppl.workflow._run import run as run
-from ctxppl.workflow._scores import Evaluation as Evaluation
 from ctxppl.workflow._scores import Scorer as Scorer
 from ctxppl.workflow._scores import adjusted_rand as adjusted_rand
 from ctxppl.workflow._scores import auc as auc
@@ -23,6 +22,7 @@ from ctxppl.workflow._scores import loo as loo
 from ctxppl.workflow._scores import mse as mse
 from ctxppl.workflow._scores import waic as waic
 from ctxppl.workflow._sharding import shard_fit as shard_fit
+from ctxppl.workflow._spec import ModelSpec as ModelSpec
 from ctxppl.workflow._splits import Splits as Splits
 from ctxppl.workflow._splits import bootstrap as bootstrap
 from ctxppl.workflow._splits import group_kfold as group_kfold

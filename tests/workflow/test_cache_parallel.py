@@ -108,7 +108,7 @@ from numpyro.infer import init_to_uniform
 sys.path.insert(0, {tests!r})
 from workflow import _models as m
 from ctxppl.workflow._cache import fingerprint_callable
-from ctxppl.workflow._run import _options_fingerprint
+from ctxppl.workflow._units import options_fingerprint as _options_fingerprint
 opt = optax.adam(optax.cosine_decay_schedule(1e-2, 3000, alpha=0.01))
 if {used}:  # optax's schedule rewrites its closure (int -> float) when first called
     opt.update({{"a": 0.0}}, opt.init({{"a": 0.0}}))
@@ -129,7 +129,7 @@ def test_cache_keys_are_stable_across_processes():
     from numpyro.infer import init_to_uniform  # noqa: F401 - used via the factory's options
 
     from ctxppl.workflow._cache import fingerprint_callable
-    from ctxppl.workflow._run import _options_fingerprint
+    from ctxppl.workflow._units import options_fingerprint as _options_fingerprint
 
     tests = str(pathlib.Path(__file__).parent.parent)
     out = subprocess.run([sys.executable, "-c", KEYS_SCRIPT.format(tests=tests, used=True)],
