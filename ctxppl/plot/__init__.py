@@ -19,8 +19,6 @@ from ctxppl.plot._arviz import from_draws as from_draws
 from ctxppl.plot._arviz import pair as pair
 from ctxppl.plot._arviz import to_arviz_data as to_arviz_data
 from ctxppl.plot._arviz import trace as trace
-from ctxppl.plot._effects import ngam_effects as ngam_effects
-from ctxppl.plot._effects import params_vs_context as params_vs_context
 from ctxppl.plot._effects import (
     plot_heterogeneous_predictor_effects as plot_heterogeneous_predictor_effects,
 )
@@ -30,12 +28,14 @@ from ctxppl.plot._effects import (
 from ctxppl.plot._effects import (
     plot_homogeneous_predictor_effects as plot_homogeneous_predictor_effects,
 )
-from ctxppl.plot._effects import true_vs_predicted as true_vs_predicted
 from ctxppl.plot._embeddings import embedding as embedding
 from ctxppl.plot._embeddings import plot_embedding_for_all_covars as plot_embedding_for_all_covars
 from ctxppl.plot._embeddings import plot_lowdim_rep as plot_lowdim_rep
 from ctxppl.plot._mixed import caterpillar as caterpillar
 from ctxppl.plot._networks import networks as networks
+from ctxppl.plot._ngam import ngam_effects as ngam_effects
+from ctxppl.plot._params import params_vs_context as params_vs_context
+from ctxppl.plot._params import true_vs_predicted as true_vs_predicted
 from ctxppl.plot._tests import heterogeneity as heterogeneity
 
 __all__ = ["true_vs_predicted", "params_vs_context", "ngam_effects",
