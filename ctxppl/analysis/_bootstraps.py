@@ -21,7 +21,8 @@ def take_fits(fit: Any, idx: Any) -> Any:
         >>> def model(y=None):
         ...     numpyro.sample("y", dist.Normal(numpyro.sample("m", dist.Normal()), 1), obs=y)
         >>> fits = ctx.fit_many(model, jnp.array(1.0), key=0, num_fits=3, progress=False)
-        >>> ctx.analysis.take_fits(fits, [0, 2]).batch_shape
+        >>> from ctxppl.analysis._bootstraps import take_fits
+        >>> take_fits(fits, [0, 2]).batch_shape
         (2,)
     """
     from ctxppl.infer import Fit

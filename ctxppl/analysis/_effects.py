@@ -111,7 +111,7 @@ def one_at_a_time(c_vis: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
     Examples:
         >>> import numpy as np
-        >>> from ctxppl.analysis import one_at_a_time
+        >>> from ctxppl.analysis._effects import one_at_a_time
         >>> one_at_a_time(np.array([[0.0, 0.0], [1.0, 2.0]]), np.array([9.0, 9.0]))[1]
         array([[9., 0.],
                [9., 2.]])

@@ -32,7 +32,7 @@ def model_matrix(model: Any, C: Any = None) -> np.ndarray:
 
     Examples:
         >>> import numpy as np
-        >>> from ctxppl.analysis import model_matrix
+        >>> from ctxppl.analysis._embeddings import model_matrix
         >>> model_matrix(np.zeros((5, 2, 3))).shape
         (5, 6)
     """

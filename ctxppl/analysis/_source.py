@@ -189,7 +189,8 @@ def param_draws(model: Any, C: np.ndarray) -> ParamDraws:
         >>> class Toy:  # anything with predict_params works
         ...     def predict_params(self, C, individual_preds=False):
         ...         return np.ones((3, len(C), 1, 2)), np.zeros((3, len(C), 1))
-        >>> d = ctx.analysis.param_draws(Toy(), np.zeros((4, 1)))
+        >>> from ctxppl.analysis._source import param_draws
+        >>> d = param_draws(Toy(), np.zeros((4, 1)))
         >>> d.betas.shape, d.mus.shape
         ((3, 4, 1, 2), (3, 4, 1))
     """

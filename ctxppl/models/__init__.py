@@ -20,3 +20,8 @@ from ctxppl.models._networks import project_to_dag as project_to_dag
 from ctxppl.models._regression import Classification as Classification
 from ctxppl.models._regression import Regression as Regression
 from ctxppl.models._regression import UnivariateRegression as UnivariateRegression
+
+__all__ = ["mixed", "Regression", "Classification", "UnivariateRegression", "CorrelationNetwork",
+           "MarkovNetwork", "BayesianNetwork", "Metamodel", "Composed", "LinearHead",
+           "ArchetypeHead", "elastic_net", "correlation_from_slopes", "notears", "dag_poly",
+           "dag_pred", "is_dag", "project_to_dag"]

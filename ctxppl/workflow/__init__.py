@@ -6,8 +6,7 @@ r"""Many-models workflow: splits, grids, scores, ``run`` (vmapped, cached, paral
                           data, scoring=[ctx.workflow.elpd()], backend="loky", cache="cache/")
 """
 
-from ctxppl.workflow._cache import fingerprint_callable as fingerprint_callable
-from ctxppl.workflow._cache import fingerprint_data as fingerprint_data
+from ctxppl._moved import moved_names
 from ctxppl.workflow._evaluation import Evaluation as Evaluation
 from ctxppl.workflow._grid import grid as grid
 from ctxppl.workflow._run import failures as failures
@@ -33,5 +32,7 @@ from ctxppl.workflow._splits import repeated_kfold as repeated_kfold
 
 __all__ = ["run", "ModelSpec", "failures", "grid", "Splits", "kfold", "repeated_kfold",
            "group_kfold", "bootstrap", "holdout", "insample", "Evaluation", "Scorer", "mse",
-           "log_likelihood", "elpd", "auc", "adjusted_rand", "bic", "loo", "waic", "shard_fit",
-           "fingerprint_callable", "fingerprint_data"]
+           "log_likelihood", "elpd", "auc", "adjusted_rand", "bic", "loo", "waic", "shard_fit"]
+
+__getattr__ = moved_names(__name__, {"fingerprint_callable": "ctxppl.workflow._cache",
+                                     "fingerprint_data": "ctxppl.workflow._cache"})

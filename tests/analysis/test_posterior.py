@@ -22,6 +22,7 @@ from scipy import stats
 
 import ctxppl as ctx
 from ctxppl import analysis as A
+from ctxppl.analysis._source import draw_source
 
 TAU = 2.0
 N = 40
@@ -69,7 +70,7 @@ def test_posterior_pvalues_match_conjugate_answer(data, method):
             else {"num_samples": 800, "num_warmup": 400, "num_chains": 1})
     fit = ctx.fit(model, C, X, Y, method=method, key=3, progress=False, **opts)
     params = A.FitParams(fit, lambda C: (C, np.ones((len(C), 1))), beta="beta")
-    assert A.draw_source(params) == "posterior"
+    assert draw_source(params) == "posterior"
     w = np.asarray(fit.samples["enc.weight"]).reshape(1, -1)
     ess = float(effective_sample_size(w)) if method == "nuts" else w.size
 

@@ -13,6 +13,9 @@ from sklearn.metrics import mean_squared_error, roc_auc_score
 
 import ctxppl as ctx
 from ctxppl import analysis as A
+from ctxppl.analysis._effects import one_at_a_time
+from ctxppl.analysis._embeddings import model_matrix
+from ctxppl.analysis._source import draw_source
 from ctxppl.estimators import ContextualizedRegressor
 
 from ._fits import Q_NULL, B
@@ -71,7 +74,7 @@ def test_effects_table_names():
 
 
 def test_one_at_a_time_and_grid():
-    g = A.one_at_a_time(np.array([[0.0, 10.0], [1.0, 20.0]]), np.array([5.0, 6.0]))
+    g = one_at_a_time(np.array([[0.0, 10.0], [1.0, 20.0]]), np.array([5.0, 6.0]))
     np.testing.assert_array_equal(g, [[[0.0, 6.0], [1.0, 6.0]], [[5.0, 10.0], [5.0, 20.0]]])
     assert A.maybe_make_c_vis(np.zeros((3, 2)) + [[0], [1], [2]], n_vis=3).shape == (3, 2)
     with pytest.raises(ValueError, match="`n_vis`"):
@@ -124,7 +127,7 @@ def test_fitparams_fit_many_and_selection():
     fits = ctx.fit_many(_linear_model, C, X, Y, key=0, num_fits=4, bootstrap=True, plate="n",
                         num_steps=300, progress=False)
     P = A.FitParams(fits, lambda C: (C, np.ones((len(C), 1))), beta="beta")
-    assert A.draw_source(P) == "bootstrap"
+    assert draw_source(P) == "bootstrap"
     betas, mus = P.predict_params(C[:3], individual_preds=True)
     assert betas.shape == (4, 3, 1) and mus is None
     good = A.select_good_bootstraps(P, np.array([[1.0], [5.0], [1.5], [1.2]]))
@@ -142,7 +145,7 @@ def test_fitparams_fit_many_and_selection():
 # ---------------------------------------------------------------- embeddings
 def test_embeddings(null_fit):
     est, C, _, _ = null_fit
-    M = A.model_matrix(est, C)
+    M = model_matrix(est, C)
     assert M.shape == (len(C), (1 + Q_NULL) * 3)  # betas (q, 2) and mus (q,) per sample
     Z = A.embed_models(est, C, method="pca")
     # PCA of the standardised model matrix, as scikit-learn computes it

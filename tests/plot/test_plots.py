@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 
 import ctxppl as ctx
 from ctxppl import analysis as A
+from ctxppl.analysis._effects import one_at_a_time
 from ctxppl.estimators import ContextualizedRegressor
 
 P = ctx.plot
@@ -65,7 +66,7 @@ def test_params_vs_context_from_model(null_fit, tmp_path):
                "pvc", 2)
     # the curve is the mean over bootstraps of beta[y0, x0] along c0 (c1 at its mean)
     line = fig.axes[0].lines[-1]
-    grid = A.one_at_a_time(A.make_c_vis(C, 100), C.mean(0))[0]
+    grid = one_at_a_time(A.make_c_vis(C, 100), C.mean(0))[0]
     betas = est.predict_params(grid, individual_preds=True)[0]
     np.testing.assert_allclose(line.get_xdata(), grid[:, 0])
     np.testing.assert_allclose(line.get_ydata(), betas[:, :, 0, 0].mean(0), rtol=1e-6,
