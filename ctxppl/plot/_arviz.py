@@ -86,6 +86,19 @@ def _figure_of(out: Any) -> Any:
     return np.ravel(out)[0].figure
 
 
+def _draw(new: str, old: str, data: Any, var_names: Any, kwargs: dict) -> Any:
+    """ArviZ plot ``new`` (arviz 1.x, matplotlib backend) or ``old`` (0.x) as a Figure."""
+    import arviz as az
+
+    d = to_arviz_data(data)
+    if arviz_major() >= 1:
+        out = getattr(az, new)(d, var_names=var_names, backend="matplotlib", **kwargs)
+    else:
+        with _quiet_arviz0():
+            out = getattr(az, old)(d, var_names=var_names, show=False, **kwargs)
+    return _figure_of(out)
+
+
 def trace(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
     """Trace plot (marginal densities and draws per chain) of a posterior.
 
@@ -107,15 +120,7 @@ def trace(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
         True
         >>> plt.close(fig)
     """
-    import arviz as az
-
-    d = to_arviz_data(data)
-    if arviz_major() >= 1:
-        out = az.plot_trace_dist(d, var_names=var_names, backend="matplotlib", **kwargs)
-    else:
-        with _quiet_arviz0():
-            out = az.plot_trace(d, var_names=var_names, show=False, **kwargs)
-    return _figure_of(out)
+    return _draw("plot_trace_dist", "plot_trace", data, var_names, kwargs)
 
 
 def forest(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
@@ -134,15 +139,7 @@ def forest(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
         >>> d = ctx.plot.from_draws({"a": np.random.default_rng(0).normal(size=(2, 30, 3))})
         >>> fig = ctx.plot.forest(d); plt.close(fig)
     """
-    import arviz as az
-
-    d = to_arviz_data(data)
-    if arviz_major() >= 1:
-        out = az.plot_forest(d, var_names=var_names, backend="matplotlib", **kwargs)
-    else:
-        with _quiet_arviz0():
-            out = az.plot_forest(d, var_names=var_names, show=False, **kwargs)
-    return _figure_of(out)
+    return _draw("plot_forest", "plot_forest", data, var_names, kwargs)
 
 
 def pair(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
@@ -162,12 +159,4 @@ def pair(data: Any, var_names: Any = None, **kwargs: Any) -> Any:
         >>> d = ctx.plot.from_draws({"a": rng.normal(size=(1, 30)), "b": rng.normal(size=(1, 30))})
         >>> fig = ctx.plot.pair(d); plt.close(fig)
     """
-    import arviz as az
-
-    d = to_arviz_data(data)
-    if arviz_major() >= 1:
-        out = az.plot_pair(d, var_names=var_names, backend="matplotlib", **kwargs)
-    else:
-        with _quiet_arviz0():
-            out = az.plot_pair(d, var_names=var_names, show=False, **kwargs)
-    return _figure_of(out)
+    return _draw("plot_pair", "plot_pair", data, var_names, kwargs)
