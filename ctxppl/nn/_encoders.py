@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -149,7 +150,30 @@ class Linear(Encoder):
         return get_link(self.link)(jnp.reshape(self.weight @ c + self.bias, self.out_shape))
 
 
-class MLP(Encoder):
+class _HiddenLayers(Encoder):
+    """Encoders built of MLPs: the architecture as static fields, checked in one place."""
+
+    in_size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    activation: str | Callable = eqx.field(static=True)
+    link: str | Callable | None = eqx.field(static=True)
+
+    def _set_architecture(self, in_size: int, out_shape: int | tuple[int, ...], width: int,
+                          depth: int, activation: str | Callable, link: Any) -> None:
+        self.in_size = int(in_size)
+        self.out_shape = _shape(out_shape)
+        self.width, self.depth = int(width), int(depth)
+        if self.width < 1 or self.depth < 0:
+            raise ValueError(f"`width` must be >= 1 and `depth` >= 0; got width={width}, "
+                             f"depth={depth}.")
+        self.activation, self.link = activation, link
+        _activation(activation)
+        get_link(link)
+
+
+class MLP(_HiddenLayers):
     r"""Multi-layer perceptron of the context: ``depth`` hidden layers of ``width`` units.
 
     Examples:
@@ -159,24 +183,11 @@ class MLP(Encoder):
     """
 
     mlp: eqx.nn.MLP
-    in_size: int = eqx.field(static=True)
-    out_shape: tuple[int, ...] = eqx.field(static=True)
-    width: int = eqx.field(static=True)
-    depth: int = eqx.field(static=True)
-    activation: str | Callable = eqx.field(static=True)
-    link: str | Callable | None = eqx.field(static=True)
 
     def __init__(self, in_size: int, out_shape: int | tuple[int, ...], width: int = 25,
                  depth: int = 2, activation: str | Callable = "relu", link=None, *,
                  key: PRNGKeyArray | None = None):
-        self.in_size = int(in_size)
-        self.out_shape = _shape(out_shape)
-        self.width, self.depth = int(width), int(depth)
-        if self.width < 1 or self.depth < 0:
-            raise ValueError(f"`width` must be >= 1 and `depth` >= 0; got width={width}, "
-                             f"depth={depth}.")
-        self.activation, self.link = activation, link
-        get_link(link)
+        self._set_architecture(in_size, out_shape, width, depth, activation, link)
         self.mlp = eqx.nn.MLP(self.in_size, _size(self.out_shape), self.width, self.depth,
                               activation=_activation(self.activation), key=_key(key))
 
@@ -184,7 +195,7 @@ class MLP(Encoder):
         return get_link(self.link)(jnp.reshape(self.mlp(c), self.out_shape))
 
 
-class NGAM(Encoder):
+class NGAM(_HiddenLayers):
     r"""Neural additive model: :math:`\theta = g(\sum_j f_j(c_j))`, one small MLP per feature.
 
     :meth:`feature_effects` returns each feature's additive contribution, for plotting.
@@ -197,21 +208,11 @@ class NGAM(Encoder):
     """
 
     mlps: eqx.nn.MLP  # stacked: every array has a leading axis of length in_size
-    in_size: int = eqx.field(static=True)
-    out_shape: tuple[int, ...] = eqx.field(static=True)
-    width: int = eqx.field(static=True)
-    depth: int = eqx.field(static=True)
-    activation: str | Callable = eqx.field(static=True)
-    link: str | Callable | None = eqx.field(static=True)
 
     def __init__(self, in_size: int, out_shape: int | tuple[int, ...], width: int = 25,
                  depth: int = 2, activation: str | Callable = "relu", link=None, *,
                  key: PRNGKeyArray | None = None):
-        self.in_size = int(in_size)
-        self.out_shape = _shape(out_shape)
-        self.width, self.depth = int(width), int(depth)
-        self.activation, self.link = activation, link
-        get_link(link)
+        self._set_architecture(in_size, out_shape, width, depth, activation, link)
         keys = jax.random.split(_key(key), self.in_size)
         act, out = _activation(self.activation), _size(self.out_shape)
         w, d = self.width, self.depth
