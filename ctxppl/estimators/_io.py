@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
 from typing import Any
 
@@ -12,6 +10,7 @@ import numpy as np
 from numpyro import handlers
 
 from ctxppl import infer
+from ctxppl._files import FileFormatError, read_npz, write_npz
 
 __all__ = ["save_estimator", "load_estimator"]
 
@@ -43,10 +42,7 @@ def save_estimator(est: Any, path: str) -> None:
             est, "base_predictor") else False,
     }
     arrays = {**_flat(est.params_, "P"), **_flat(est.draws_, "D")}
-    buf = io.BytesIO()
-    np.savez(buf, __header__=np.array(json.dumps(header)), **arrays)
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
+    write_npz(path, arrays, header, header="__header__")  # checked first, then atomic
 
 
 def _is_json(v: Any) -> bool:
@@ -73,17 +69,30 @@ def _restore(template: Any, data: Any, prefix: str, lead: tuple[int, ...]) -> An
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def _estimator_class(name: Any, path: str) -> type:
+    """The estimator class named ``module.qualname`` in a file, among the classes already
+    defined (subclasses of the estimators' base): nothing is imported or run by name."""
+    from ctxppl.estimators._base import ContextualizedBase
+
+    seen, stack = {}, [ContextualizedBase]
+    while stack:
+        c = stack.pop()
+        seen[f"{c.__module__}.{c.__qualname__}"] = c
+        stack.extend(c.__subclasses__())
+    if not isinstance(name, str) or name not in seen:
+        raise FileFormatError(f"{path!r} names the estimator class {name!r}, which is not a "
+                              "ctxppl estimator defined in this session (import the module "
+                              "that defines it first).")
+    return seen[name]
+
+
 def load_estimator(path: str, cls: type | None = None, base_predictor: Any = None) -> Any:
-    with open(path, "rb") as f:
-        data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-        header = json.loads(str(data["__header__"]))
-        if header.get("format") != _FORMAT:
-            raise ValueError(f"{path!r} is not a ctxppl estimator file ({_FORMAT}); got "
-                             f"{header.get('format')!r}.")
-        module, _, name = header["class"].rpartition(".")
-        saved_cls = getattr(importlib.import_module(module), name)
+    data, header = read_npz(path, expect="ctxppl-estimator")
+    try:
+        saved_cls = _estimator_class(header.get("class"), path)
         if cls is not None and not issubclass(saved_cls, cls):
-            raise TypeError(f"{path!r} holds a {saved_cls.__name__}, not a {cls.__name__}.")
+            raise TypeError(f"{path!r} holds a {saved_cls.__name__}, not a {cls.__name__}; "
+                            f"load it with {saved_cls.__name__}.load.")
         params = dict(header["params"])
         if "base_predictor" in params:
             if header.get("had_base_predictor") and base_predictor is None:
@@ -100,11 +109,16 @@ def load_estimator(path: str, cls: type | None = None, base_predictor: Any = Non
         B = header["batch_shape"][0] if header["batch_shape"] else 1
         p_template = {k: tr[k]["value"] for k in names}
         d_template = {k: tr[k]["value"] for k in header["draw_names"]}
-        arrays = {k: data[k] for k in data.files if k != "__header__"}
-        params_ = _restore(p_template, arrays, "P", (B,))
-        n_draws = {v.shape[1] for k, v in arrays.items() if k.startswith("D")}
+        params_ = _restore(p_template, data, "P", (B,))
+        n_draws = {v.shape[1] for k, v in data.items() if k.startswith("D") and v.ndim > 1}
+        if len(n_draws) > 1:
+            raise ValueError(f"saved draws have different numbers of draws {sorted(n_draws)}.")
         S = n_draws.pop() if n_draws else 1
-        draws_ = _restore(d_template, arrays, "D", (B, S))
+        draws_ = _restore(d_template, data, "D", (B, S))
+    except KeyError as e:
+        raise FileFormatError(f"{path!r} does not match this ctxppl's estimators (missing "
+                              f"{e}): it is damaged or was written by an incompatible "
+                              "version.") from None
     est.model_ = model
     est.params_, est.draws_ = params_, draws_
     method = header["method"]

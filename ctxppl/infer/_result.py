@@ -14,6 +14,7 @@ from numpyro import handlers
 from numpyro.infer import Predictive
 
 from ctxppl.infer._arviz import make_arviz
+from ctxppl.infer._format import save_fit
 from ctxppl.infer._sites import model_structure, param_templates, wrap_model
 from ctxppl.infer._validate import normalize_inputs, normalize_key
 
@@ -55,6 +56,8 @@ class Fit:
             ``divergences``, ``r_hat``, ``ess``; ``seconds`` of wall time.
         batch_shape: ``()`` for one fit, ``(B,)`` for ``fit_many`` (every array gets a leading
             ``B`` axis; index with ``fit[i]``).
+        saved_model: For a loaded fit, the ``module:qualname`` of the model it was saved
+            with (informational: ``ctx.load`` never imports it), else ``None``.
 
     Examples:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
@@ -66,6 +69,8 @@ class Fit:
         >>> round(float(fit.params["mu"]), 2)  # posterior mode 6 / (3 + 1/100)
         1.99
     """
+
+    saved_model: str | None = None
 
     def __init__(self, *, model: Callable, args: tuple, kwargs: dict, method: str,
                  params: dict[str, Any], samples: dict[str, Any] | None,
@@ -137,6 +142,13 @@ class Fit:
         return jax.tree_util.tree_map(
             lambda a: jnp.reshape(a, a.shape[:nb] + (-1,) + a.shape[nb + 2:]), self.samples)
 
+    def _need_model(self, what: str) -> None:
+        if self.model is None:
+            saved = f" (it was saved with `{self.saved_model}`)" if self.saved_model else ""
+            raise ValueError(f"{what}() needs the model, and this Fit has none: it was loaded "
+                             f"without one{saved}. Pass `model=` to ctx.load (ctxppl never "
+                             "imports or runs code named by a file).")
+
     def _site_names(self, args: tuple, kwargs: dict) -> tuple[str, ...]:
         structure = model_structure(wrap_model(self.model, full=True), args, kwargs)
         return tuple(n for n, s in structure.sites.items()
@@ -187,9 +199,7 @@ class Fit:
             >>> fit.predict(jnp.array([10.0]))["mean"].round(1)
             Array([20.], dtype=float32)
         """
-        if self.model is None:
-            raise ValueError("this Fit has no model (it was loaded without one); pass "
-                             "`model=` to ctx.load.")
+        self._need_model("predict")
         if not args and not kwargs:
             args, kwargs = self.args, self.kwargs
         args, kwargs = normalize_inputs(self.model, args, kwargs)
@@ -224,6 +234,7 @@ class Fit:
             >>> tuple(idata["posterior"]["m"].dims)
             ('chain', 'draw', 'groups')
         """
+        self._need_model("to_arviz")
         if self.batch_shape:
             raise ValueError("to_arviz() needs a single fit; use fit[i].to_arviz() on a "
                              "fit_many result.")
@@ -266,6 +277,10 @@ class Fit:
     def save(self, path: str) -> None:
         """Save to ``path`` (a ``.npz`` file); :func:`ctxppl.load` restores it exactly.
 
+        The file holds a JSON header and arrays (no pickle). The write is atomic: a failed
+        save (e.g. a model keyword argument that is a function, which cannot be saved)
+        raises before the file is touched, so an existing file at ``path`` stays intact.
+
         Examples:
             >>> import os, tempfile, jax.numpy as jnp, numpyro, numpyro.distributions as dist
             >>> import ctxppl as ctx
@@ -276,6 +291,4 @@ class Fit:
             >>> float(ctx.load(p, model=model).params["m"]) == float(fit.params["m"])
             True
         """
-        from ctxppl.infer._io import save_fit
-
         save_fit(self, path)

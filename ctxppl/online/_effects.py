@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ctxppl._files import read_npz, write_npz
 from ctxppl.online._batch import check_batch, pad_records
 from ctxppl.online._explore import (
     predictive_mean,
@@ -30,7 +31,7 @@ from ctxppl.online._explore import (
     ucb_from_moments,
 )
 from ctxppl.online._features import IndexMap, UpdateError, records_to_arrays
-from ctxppl.online._state import EntityIndex, EntityState, as_keys, read_npz, write_npz
+from ctxppl.online._state import EntityIndex, EntityState, as_keys
 from ctxppl.online._updates import _CHUNK, STATUS, Rule, update_entities
 
 __all__ = ["RandomEffects", "UpdateReport", "Proposal"]
@@ -722,5 +723,5 @@ class RandomEffects:
         Examples:
             See :meth:`save`.
         """
-        arrays, meta = read_npz(path)
+        arrays, meta = read_npz(path, expect=_FORMAT.rpartition("/")[0])
         return cls._from_arrays(arrays, meta, prior_mean=prior_mean, threads=threads)

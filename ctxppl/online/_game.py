@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ctxppl._files import read_npz, write_npz
 from ctxppl.online._effects import RandomEffects, UpdateReport
 from ctxppl.online._explore import predictive_mean, sample_coefficients
 from ctxppl.online._metrics import evaluate
-from ctxppl.online._state import read_npz, write_npz
 
 __all__ = ["GAME", "from_fit", "FitFunction"]
 
@@ -398,7 +398,7 @@ class GAME:
         Examples:
             See :meth:`save`.
         """
-        arrays, meta = read_npz(path)
+        arrays, meta = read_npz(path, expect=_FORMAT.rpartition("/")[0])
         if meta.get("format") != _FORMAT:
             raise ValueError(f"not a GAME checkpoint (format {meta.get('format')!r}).")
         prior_mean = dict(prior_mean or {})

@@ -1,17 +1,14 @@
-"""Per-entity state: one pytree of arrays, an entity-key index, exact save/load."""
+"""Per-entity state: one pytree of arrays and an entity-key index (saved through
+:mod:`ctxppl._files`: atomic writes, no pickle)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["EntityState", "EntityIndex", "write_npz", "read_npz"]
+__all__ = ["EntityState", "EntityIndex"]
 
 
 class EntityState(NamedTuple):
@@ -189,28 +186,3 @@ class EntityIndex:
         if self.kind == "str":
             return self._keys.astype(str)
         return self._keys.astype(np.int64)
-
-
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-              meta: Mapping[str, Any]) -> None:
-    """Write arrays + JSON metadata to ``path`` atomically (temp file, then rename), so a
-    crash mid-write leaves the previous checkpoint intact."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.asarray(json.dumps(dict(meta))), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Inverse of :func:`write_npz` (no pickles are loaded)."""
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        meta = json.loads(str(z["__meta__"]))
-    return arrays, meta

@@ -1,4 +1,4 @@
-r"""On-disk cache of fits and scores for :func:`ctxppl.workflow.run` (``joblib.Memory``).
+r"""On-disk cache of fits and scores for :func:`ctxppl.workflow.run`.
 
 A fit is stored under a key that hashes everything it depends on: the model's code (source of
 the model function, of the factory and the values it closes over), the config, a fingerprint of
@@ -6,11 +6,15 @@ the data, the split indices, the method and fit options, the seed, and the versi
 JAX and NumPyro. Scores are stored separately under the fit's key plus the scoring functions'
 code, so changing a scorer recomputes scores without refitting.
 
-Entries are written by ``joblib.Memory``, which writes to a temporary file and renames it, so
-several processes (loky workers, Dask workers sharing the directory) can fill one cache at the
-same time; a run that crashed leaves only complete entries, and a rerun recomputes only what is
-missing. Only plain data (numpy arrays, strings, numbers) is stored: the model function is
-attached again from the factory when results are loaded, so locally defined models work.
+Each entry is one ``.npz`` (a JSON header plus arrays; nothing is pickled, so a cache folder
+someone else filled cannot run code when read) written atomically by
+:func:`ctxppl._files.write_npz` (temporary file in the same folder, fsync, rename), so several
+processes (loky workers, Dask workers sharing the directory) can fill one cache at the same
+time; a run that crashed leaves only complete entries, and a rerun recomputes only what is
+missing (a damaged entry is recomputed with a warning). Only plain data (numpy arrays,
+strings, numbers) is stored: encoder parameters by key path, rebuilt from the model, and the
+model function is attached again from the factory when results are loaded, so locally
+defined models work.
 
 What the key does *not* see: changes inside helper functions that the model calls (only the
 model function's own source, its defaults and closure values are hashed). Bump ``cache``'s
@@ -23,13 +27,19 @@ import functools
 import hashlib
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import joblib
 import numpy as np
 
+from ctxppl._files import FileFormatError, decode_tree, encode_tree, read_npz, write_npz
+
 __all__ = ["fingerprint_callable", "fingerprint_data", "versions", "ResultCache"]
+
+
+_FORMAT = "ctxppl-cache/1"
 
 
 def _hash(obj: Any) -> str:
@@ -131,53 +141,101 @@ def versions() -> dict[str, str]:
     return {"ctxppl": ctxppl.__version__, "jax": jax.__version__, "numpyro": numpyro.__version__}
 
 
-def _call_fit(key: str, compute: Callable[[], Any]) -> Any:  # cached under `key` only
-    return compute()
-
-
-def _call_score(key: str, compute: Callable[[], Any]) -> Any:  # cached under `key` only
-    return compute()
-
-
 class ResultCache:
-    """Fit and score store on top of ``joblib.Memory`` (``None`` disables caching).
+    """Fit and score store: one ``.npz`` per entry (JSON header + arrays, no pickle), written
+    atomically through :mod:`ctxppl._files`, under ``<folder>/fits`` and ``<folder>/scores``.
 
     Args:
-        cache: ``None`` (no cache), a directory path, or a ``joblib.Memory``.
+        cache: ``None`` (no cache), a directory path, or a ``joblib.Memory`` (its location
+            is used as the directory).
+
+    Examples:
+        >>> import tempfile, numpy as np
+        >>> store = ResultCache(tempfile.mkdtemp())
+        >>> store.score("k1", lambda: {"values": [{"mse": 1.5}], "errors": [None]})
+        {'values': [{'mse': 1.5}], 'errors': [None]}
+        >>> store.has_score("k1"), store.score("k1", lambda: 1 / 0)["values"]
+        (True, [{'mse': 1.5}])
     """
 
     def __init__(self, cache: Any):
         if cache is None or cache is False:
-            self.memory = None
+            self.location = None
         elif isinstance(cache, joblib.Memory):
-            self.memory = cache if cache.location is not None else None
+            self.location = None if cache.location is None else os.fspath(cache.location)
         elif isinstance(cache, str | os.PathLike):
-            self.memory = joblib.Memory(os.fspath(cache), verbose=0)
+            self.location = os.fspath(cache)
         else:
             raise TypeError("`cache` must be None, a directory path or a joblib.Memory; got "
                             f"{type(cache).__name__}.")
-        if self.memory is not None:
-            self._fit = self.memory.cache(_call_fit, ignore=["compute"])
-            self._score = self.memory.cache(_call_score, ignore=["compute"])
+        if self.location is not None:
+            if os.path.exists(self.location) and not os.path.isdir(self.location):
+                raise ValueError(f"`cache`: {self.location!r} exists and is not a folder.")
+            for kind in ("fits", "scores"):
+                os.makedirs(os.path.join(self.location, kind), exist_ok=True)
 
     @property
     def enabled(self) -> bool:
-        return self.memory is not None
+        return self.location is not None
+
+    def _path(self, kind: str, key: str) -> str:
+        return os.path.join(self.location, kind, f"{key}.npz")
 
     def has_fit(self, key: str) -> bool:
-        return self.enabled and self._fit.check_call_in_cache(key, None)
+        return self.enabled and os.path.exists(self._path("fits", key))
 
     def has_score(self, key: str) -> bool:
-        return self.enabled and self._score.check_call_in_cache(key, None)
+        return self.enabled and os.path.exists(self._path("scores", key))
 
-    def fit(self, key: str, compute: Callable[[], Any]) -> Any:
-        return compute() if not self.enabled else self._fit(key, compute)
+    def _read(self, path: str) -> tuple[dict, dict] | None:
+        try:
+            return read_npz(path, expect="ctxppl-cache")
+        except FileNotFoundError:
+            return None
+        except FileFormatError as e:  # a damaged entry is recomputed (and rewritten)
+            warnings.warn(f"ctx.workflow cache: {e} It is recomputed.", RuntimeWarning,
+                          stacklevel=4)
+            return None
+
+    def fit(self, key: str, compute: Callable[[], dict],
+            templates: Callable[[], dict] | None = None) -> dict:
+        """The fit result under ``key``: read from disk, or computed and stored.
+
+        ``templates()`` gives the model's param structures (to rebuild encoder sites that
+        are stored by key path); it is only called when the entry is read back.
+        """
+        from ctxppl.infer._format import decode_sites, encode_sites
+
+        if not self.enabled:
+            return compute()
+        path = self._path("fits", key)
+        got = self._read(path)
+        if got is not None:
+            arrays, meta = got
+            res = decode_tree(meta["tree"], arrays)
+            need = any(isinstance(v, dict) and "$paths" in v for _, v in meta["params"])
+            tmpl = templates() if need and templates is not None else {}
+            res["params"] = decode_sites(meta["params"], arrays, tmpl)
+            res["guide_params"] = decode_sites(meta["guide_params"], arrays, {})
+            return res
+        res = compute()
+        arrays: dict[str, Any] = {}
+        rest = {k: v for k, v in res.items() if k not in ("params", "guide_params")}
+        meta = {"format": _FORMAT, "params": encode_sites(res["params"], arrays, "params"),
+                "guide_params": encode_sites(res["guide_params"], arrays, "guide_params"),
+                "tree": encode_tree(rest, arrays, "fit result")}
+        write_npz(path, arrays, meta)
+        return res
 
     def score(self, key: str, compute: Callable[[], Any]) -> Any:
-        return compute() if not self.enabled else self._score(key, compute)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"location": None if self.memory is None else self.memory.location}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["location"])
+        """The scores under ``key``: read from disk, or computed and stored."""
+        if not self.enabled:
+            return compute()
+        path = self._path("scores", key)
+        got = self._read(path)
+        if got is not None:
+            return decode_tree(got[1]["tree"], got[0])
+        res = compute()
+        arrays: dict[str, Any] = {}
+        write_npz(path, arrays, {"format": _FORMAT, "tree": encode_tree(res, arrays, "scores")})
+        return res

@@ -158,9 +158,9 @@ def run(model_factory: Callable[..., ModelSpec], grid: Any, splits: Any, data: A
         n_jobs: Worker processes for ``"loky"`` (default: all cores).
         client: For ``"dask"``: a ``distributed.Client`` or a scheduler address (default: the
             current client).
-        cache: ``None``, a directory, or a ``joblib.Memory``: fits and scores are stored there
-            and reused by later runs (works with every backend; the directory must be visible
-            to all workers).
+        cache: ``None``, a directory, or a ``joblib.Memory`` (its location): fits and scores
+            are stored there (atomically, without pickle) and reused by later runs (works with
+            every backend; the directory must be visible to all workers).
         progress: Show a progress bar over configs (tqdm).
         errors: ``"warn"`` (default: failed fits become rows with ``error`` set, plus one
             summary warning), ``"ignore"``, or ``"raise"`` (stop at the first exception, to

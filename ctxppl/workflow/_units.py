@@ -192,7 +192,12 @@ def _run_unit(factory, u, data, splits, W, method, options, scorers, cache, erro
             record["cached"] = False
             return _fit_config(spec, args, kwargs, method, u.key_data, W, opts, max_batch)
 
-        res = cache.fit(u.fit_key, compute_fit)
+        def templates() -> dict:
+            from ctxppl.infer._sites import param_templates
+
+            return param_templates(spec.bound_model(), args, kwargs)
+
+        res = cache.fit(u.fit_key, compute_fit, templates)
         record["fit"] = res
         failed = fit_errors(res)
         if scorers:

@@ -100,12 +100,17 @@ def test_save_load_round_trip(tmp_path):
         fit = ctx.fit(ctx_model, C, X, Y, key=0, method=method, **FAST)
         path = tmp_path / f"{method}.npz"
         fit.save(str(path))
-        back = ctx.load(str(path))
-        assert back.model is ctx_model  # importable by reference
-        for a, b in zip(jax.tree_util.tree_leaves((fit.params, fit.samples, fit.args)),
-                        jax.tree_util.tree_leaves((back.params, back.samples, back.args)),
+        back = ctx.load(str(path), model=ctx_model)
+        assert back.model is ctx_model and back.saved_model.endswith("test_fit:ctx_model")
+        tree = (fit.params, fit.samples, fit.args, fit.diagnostics)
+        back_tree = (back.params, back.samples, back.args, back.diagnostics)
+        assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(back_tree)
+        for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(back_tree),
                         strict=True):
             np.testing.assert_array_equal(a, b)
+            assert np.asarray(a).dtype == np.asarray(b).dtype
+        assert back.options == fit.options and back.param_names == fit.param_names
+        np.testing.assert_array_equal(jax.random.key_data(back.key), jax.random.key_data(fit.key))
         np.testing.assert_array_equal(fit.predict()["w"], back.predict()["w"])
         assert back.diagnostics["message"] == fit.diagnostics["message"]
 
@@ -117,9 +122,11 @@ def test_load_needs_model_for_closures(tmp_path):
     fit = ctx.fit(local_model, jnp.array(0.5), key=0, progress=False, num_steps=200)
     fit.save(str(tmp_path / "f.npz"))
     back = ctx.load(str(tmp_path / "f.npz"))
-    assert back.model is None
-    with pytest.raises(ValueError, match="pass `model=`"):
+    assert back.model is None and back.saved_model is None  # a closure has no name to show
+    with pytest.raises(ValueError, match="`model=`"):
         back.predict()
+    with pytest.raises(ValueError, match="`model=`"):
+        back.to_arviz()
     assert float(ctx.load(str(tmp_path / "f.npz"), model=local_model).params["m"]) == float(
         fit.params["m"])
 

@@ -140,3 +140,35 @@ def test_cache_keys_are_stable_across_processes():
     ours = [fingerprint_callable(spec.bound_model()), fingerprint_callable(m.gmm_factory),
             _options_fingerprint({"optimizer": opt, **spec.options})]
     assert theirs == ours
+
+
+def test_cache_entries_are_plain_files_and_rebuild_encoders(tmp_path, monkeypatch):
+    """Entries hold JSON + arrays (no pickle), encoder params come back as modules, and a
+    damaged entry is recomputed with a warning instead of failing or being trusted."""
+    import glob
+
+    from ctxppl._files import read_npz
+
+    rng = np.random.default_rng(0)
+    data = {"C": rng.normal(size=(16, 1)), "X": rng.normal(size=(16, 2))}
+    data["Y"] = data["X"][:, 0] * data["C"][:, 0]
+    splits = ctx.workflow.kfold(16, k=2)
+    grid = ctx.workflow.grid(width=[4], depth=[1])
+    opts = {"num_steps": 30}
+    first = ctx.workflow.run(m.regression_factory, grid, splits, data, cache=tmp_path,
+                             progress=False, **opts)
+    (entry,) = glob.glob(str(tmp_path / "fits" / "*.npz"))
+    read_npz(entry, expect="ctxppl-cache")  # allow_pickle=False inside
+    calls = _spy(monkeypatch)
+    again = ctx.workflow.run(m.regression_factory, grid, splits, data, cache=tmp_path,
+                             progress=False, **opts)
+    assert calls == [] and again["cached"].all()
+    for a, b in zip(first["fit"], again["fit"], strict=True):
+        np.testing.assert_array_equal(a.predict()["w"], b.predict()["w"])
+    with open(entry, "r+b") as f:  # truncate the entry: a crash of an old writer, a bad disk
+        f.truncate(100)
+    with pytest.warns(RuntimeWarning, match="truncated or damaged.*recomputed"):
+        third = ctx.workflow.run(m.regression_factory, grid, splits, data, cache=tmp_path,
+                                 progress=False, **opts)
+    assert len(calls) == 1 and not third["cached"].any()
+    read_npz(entry, expect="ctxppl-cache")  # rewritten whole
