@@ -109,9 +109,10 @@ def numeric_matrix(df: pd.DataFrame, cols: Sequence[str], option: str, path: str
             conv = pd.to_numeric(s, errors="coerce")
             bad = conv.isna() & s.notna()
             i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            example = s.iloc[i:i + 1].tolist()[0]  # a Python value, not np.str_(...)
             raise UsageError(
                 f"`{option}`: column {c!r} of {path!r} is not numeric (dtype {s.dtype}, e.g. "
-                f"{s.iloc[i]!r} in data row {i + 1}); encode it as numbers (for categories: "
+                f"{example!r} in data row {i + 1}); encode it as numbers (for categories: "
                 "one 0/1 column per level).")
         v = s.to_numpy(dtype=float)
         bad = ~np.isfinite(v)
@@ -161,8 +162,9 @@ def check_outcome(model: str, df: pd.DataFrame, outcome: str | None, path: str) 
     numeric = pd.api.types.is_numeric_dtype(y) and y.dtype != bool
     if model in ("regression", "mixed"):
         if not numeric:
+            example = y.iloc[:1].tolist()[0]
             raise UsageError(f"`--model {model}` needs a numeric `--outcome`; column "
-                             f"{outcome!r} has dtype {y.dtype} (e.g. {y.iloc[0]!r}). For "
+                             f"{outcome!r} has dtype {y.dtype} (e.g. {example!r}). For "
                              "class labels use `--model classification`.")
         if not np.all(np.isfinite(y.to_numpy(dtype=float))):
             raise UsageError(f"`--outcome`: column {outcome!r} of {path!r} has inf values.")

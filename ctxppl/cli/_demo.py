@@ -150,5 +150,7 @@ def plot_effects(rows: list[dict], d: ClusterTutorialData, path: str) -> None:
     np.atleast_1d(axes)[0].set_ylabel("effect of B per dose")
     np.atleast_1d(axes)[0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ctxppl._files import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)

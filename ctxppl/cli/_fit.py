@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctxppl._files import file_sha256
 from ctxppl.cli._data import (
     UsageError,
     check_outcome,
@@ -23,15 +24,17 @@ from ctxppl.cli._output import (
     MANIFEST,
     Reporter,
     arviz_of,
+    check_out,
     finish,
-    prepare_out,
+    output_folder,
+    report,
     safe_name,
     summary_table,
     write_posterior,
     write_table,
 )
 
-__all__ = ["run_fit", "estimator_class", "param_table"]
+__all__ = ["run_fit", "estimator_class", "param_table", "has_intervals"]
 
 
 def estimator_class(model: str) -> Any:
@@ -111,6 +114,11 @@ def _network_table(est: Any, model: str, C: np.ndarray, predictors: list[str],
     return pd.DataFrame(cols)
 
 
+def has_intervals(method: str, bootstraps: int) -> bool:
+    """Posterior methods and bootstrapped MAP fits give per-row 90% intervals."""
+    return method != "map" or bootstraps > 1
+
+
 def param_table(est: Any, model: str, C: np.ndarray, predictors: list[str],
                  posterior: bool) -> pd.DataFrame:
     if model in ("regression", "classification"):
@@ -180,7 +188,7 @@ def run_fit(args: Any) -> dict[str, Any]:
     y = None if args.outcome is None else df[args.outcome].to_numpy()
     if args.model == "regression":
         y = y.astype(float)
-    prepare_out(args.out)
+    check_out(args.out)  # before the fit: a bad --out must not cost a fit
     say(f"read {args.data}: {len(df)} rows; model {args.model}, method {args.method}")
 
     cls = estimator_class(args.model)
@@ -194,32 +202,35 @@ def run_fit(args: Any) -> dict[str, Any]:
         raise UsageError(str(e)) from e
     seconds = time.perf_counter() - t
     say(f"fitted in {seconds:.1f}s; writing results to {args.out}")
-    posterior = args.method != "map"
+    posterior = has_intervals(args.method, args.bootstraps)
     table = param_table(est, args.model, C, predictors, posterior)
     table.insert(0, ids.name, ids.to_numpy())
-    files = write_table(table, args.out, "params")
     summary = summary_table(table.drop(columns=[ids.name]))
-    files += write_table(summary, args.out, "summary")
     metrics = {"seconds": seconds, **_metrics(est, args.model, C, X, y)}
     diag = est.fit_.diagnostics
     for k in ("message", "num_steps", "divergences"):
-        if k in diag:
-            metrics[k] = diag[k] if isinstance(diag[k], str) else int(np.asarray(diag[k]))
+        if k in diag:  # one value, or one per bootstrap fit
+            v = np.asarray(diag[k]) if not isinstance(diag[k], str | list) else diag[k]
+            metrics[k] = v.tolist() if isinstance(v, np.ndarray) else v
     idata, arviz_note = arviz_of(est.fit_)
-    nc, note = write_posterior(idata, args.out)
-    note = "; ".join(n for n in (arviz_note, note) if n) or None
+    with output_folder(args.out) as out:  # all or nothing: a failure leaves --out as it was
+        files = write_table(table, out, "params")
+        files += write_table(summary, out, "summary")
+        nc, note = write_posterior(idata, out)
+        note = "; ".join(n for n in (arviz_note, note) if n) or None
+        files += nc
+        if not args.no_plots:
+            files += _plots(args.model, table.drop(columns=[ids.name]), C, context, predictors,
+                            est, out)
+        est.save(os.path.join(out, "model.npz"))
+        files.append("model.npz")
+        manifest = _manifest(args, context, predictors, ids, len(df), metrics, files, note)
+        if args.model == "classification":
+            manifest["classes"] = [str(c) for c in est.classes_]
+        finish(out, manifest, metrics)
     if note:
         say(f"note: {note}")
-    files += nc
-    if not args.no_plots:
-        files += _plots(args.model, table.drop(columns=[ids.name]), C, context, predictors,
-                        est, args.out)
-    est.save(os.path.join(args.out, "model.npz"))
-    files.append("model.npz")
-    manifest = _manifest(args, context, predictors, ids, len(df), metrics, files, note)
-    if args.model == "classification":
-        manifest["classes"] = [str(c) for c in est.classes_]
-    finish(args.out, manifest, summary, metrics, say, args.quiet)
+    report(args.out, manifest, summary, metrics, say, args.quiet)
     return manifest
 
 
@@ -240,9 +251,11 @@ def _manifest(args: Any, context: list[str], predictors: list[str], ids: pd.Seri
     from ctxppl import __version__
 
     m = {"format": FORMAT, "ctxppl_version": __version__, "command": "fit",
-         "data": os.path.abspath(args.data), "model": args.model, "method": args.method,
+         "data": os.path.abspath(args.data), "data_sha256": file_sha256(args.data),
+         "model": args.model, "method": args.method,
          "context": context, "predictors": predictors, "outcome": args.outcome,
          "id": None if args.id is None else ids.name, "seed": args.seed, "n_rows": n,
+         "bootstraps": args.bootstraps,
          "metrics": metrics, "files": sorted(set(files) | {MANIFEST})}
     if note:
         m["note"] = note

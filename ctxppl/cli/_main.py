@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "bayesian-network")
     fit.add_argument("--outcome", metavar="Y", default=None,
                      help="outcome column (regression, classification, mixed)")
-    fit.add_argument("--model", choices=MODELS, default="regression")
+    fit.add_argument("--model", choices=MODELS, default="regression",
+                     help="regression: numeric --outcome, per-row coefficients of the "
+                     "--predictors; classification: class-label --outcome (logistic / "
+                     "softmax); markov / bayesian-network: a per-row network among the "
+                     "--predictors (no --outcome); mixed: an lme4 mixed model with --context "
+                     "as grouping column(s) (default: regression)")
     fit.add_argument("--method", choices=METHODS, default="map",
                      help="map: point estimates (fastest); svi / nuts: posterior with 90%% "
                      "intervals")
@@ -87,13 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--id", metavar="COL", default=None,
                      help="column of unique row ids (default: 0-based row number)")
     g = fit.add_argument_group("model options")
-    g.add_argument("--encoder", choices=("mlp", "ngam", "linear"), default="mlp")
+    g.add_argument("--encoder", choices=("mlp", "ngam", "linear"), default="mlp",
+                   help="network from context to parameters: mlp (a neural net, --width x "
+                   "--depth), ngam (one small net per context column, added: interpretable "
+                   "per-column effects), linear (parameters linear in the context) (default: "
+                   "mlp)")
     g.add_argument("--width", type=int, default=25, help="encoder hidden units (25)")
     g.add_argument("--depth", type=int, default=2, help="encoder hidden layers (2)")
     g.add_argument("--archetypes", type=int, default=None, help="number of archetypes")
     g.add_argument("--epochs", type=int, default=None,
                    help="passes over the data (default: 1000 full-batch Adam steps)")
-    g.add_argument("--learning-rate", type=float, default=1e-2)
+    g.add_argument("--learning-rate", type=float, default=1e-2,
+                   help="Adam step size (default 0.01)")
     g.add_argument("--num-samples", type=int, default=200,
                    help="posterior draws for svi / nuts (200; nuts warms up as long)")
     g.add_argument("--bootstraps", type=int, default=1,

@@ -9,13 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctxppl._files import file_sha256
 from ctxppl.cli._data import UsageError, numeric_matrix, read_csv, require_columns, row_ids
 from ctxppl.cli._output import (
     FORMAT,
     MANIFEST,
     Reporter,
+    check_out,
     finish,
-    prepare_out,
+    output_folder,
+    report,
     safe_name,
     summary_table,
     write_posterior,
@@ -58,9 +61,8 @@ def _mixed_common(args: Any, formula: str, df: pd.DataFrame, ids: pd.Series, say
 
     import ctxppl as ctx
 
-    out = args.out
-    if out:
-        prepare_out(out)
+    if args.out:
+        check_out(args.out)  # before the fit; nothing is created unless the run succeeds
     say(f"read {args.data}: {len(df)} rows; formula {formula!r}, method {args.method}")
     opts: dict[str, Any] = {}
     if args.method != "map":
@@ -83,9 +85,19 @@ def _mixed_common(args: Any, formula: str, df: pd.DataFrame, ids: pd.Series, say
     if not args.quiet:
         print(res.summary())
     manifest: dict[str, Any] = {"formula": formula, "seconds": seconds}
-    if not out:
+    if not args.out:
         return manifest
-    say(f"fitted in {seconds:.1f}s; writing results to {out}")
+    say(f"fitted in {seconds:.1f}s; writing results to {args.out}")
+    with output_folder(args.out) as out:  # all or nothing: a failure leaves --out as it was
+        manifest, summary, metrics = _write_mixed(args, res, formula, family, df, ids, out,
+                                                  seconds, groups, predictors)
+    report(args.out, manifest, summary, metrics, say, quiet=True)
+    return manifest
+
+
+def _write_mixed(args: Any, res: Any, formula: str, family: str, df: pd.DataFrame,
+                 ids: pd.Series, out: str, seconds: float, groups: list[str] | None,
+                 predictors: list[str] | None) -> tuple[dict, pd.DataFrame, dict]:
     files: list[str] = []
     files += write_table(res.fixed_effects.reset_index(names="term"), out, "fixed_effects")
     files += write_table(res.random_effects, out, "random_effects")
@@ -122,15 +134,16 @@ def _mixed_common(args: Any, formula: str, df: pd.DataFrame, ids: pd.Series, say
     from ctxppl import __version__
 
     manifest = {"format": FORMAT, "ctxppl_version": __version__, "command": "mixed",
-                "data": os.path.abspath(args.data), "model": "mixed", "method": args.method,
+                "data": os.path.abspath(args.data), "data_sha256": file_sha256(args.data),
+                "model": "mixed", "method": args.method,
                 "formula": formula, "family": family, "seed": args.seed,
                 "id": None if args.id is None else ids.name, "n_rows": len(df),
                 "context": groups, "predictors": predictors, "metrics": metrics,
                 "files": sorted(set(files) | {MANIFEST})}
     if note:
         manifest["note"] = note
-    finish(out, manifest, summary, metrics, say, quiet=True)
-    return manifest
+    finish(out, manifest, metrics)
+    return manifest, summary, metrics
 
 
 def _group_keys(df: pd.DataFrame, cols: Any) -> list[Any]:

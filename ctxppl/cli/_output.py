@@ -13,19 +13,23 @@ A fit folder written by ``ctxppl fit`` or ``ctxppl mixed --out`` holds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ctxppl._files import atomic_write, replace_folder
 from ctxppl.cli._data import UsageError
 
 __all__ = ["Reporter", "MANIFEST", "FORMAT", "INTERVAL", "safe_name", "write_table",
-           "summary_table", "arviz_of", "write_posterior", "prepare_out", "finish"]
+           "summary_table", "arviz_of", "write_posterior", "check_out", "output_folder",
+           "finish", "report", "plain", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "ctxppl-cli/1"
@@ -138,25 +142,59 @@ def write_posterior(idata: Any, out: str) -> tuple[list[str], str | None]:
     return files, note
 
 
-def prepare_out(out: str) -> None:
+def check_out(out: str) -> None:
+    """``--out`` must be new, empty, or the folder of an earlier run (it holds a manifest):
+    a run replaces the whole folder, so it never takes over a folder of other files."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"`--out`: {out!r} exists and is not a folder.")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"`--out`: cannot create folder {out!r}: {e}") from e
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(
+            os.path.join(out, MANIFEST)):
+        raise UsageError(f"`--out`: {out!r} is a folder of other files (it has no {MANIFEST}, "
+                         "so it is not the output of an earlier ctxppl run); a run replaces "
+                         "its whole --out folder, so give a new or empty folder.")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(parent):  # the nearest folder that exists must be writable
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"`--out`: cannot create {out!r}: no permission to write in "
+                         f"{parent!r}.")
 
 
-def finish(out: str, manifest: dict, summary: pd.DataFrame, metrics: dict, say: Reporter,
-            quiet: bool) -> None:
-    with open(os.path.join(out, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2, default=str)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, default=str)
-    if "metrics.json" not in manifest["files"]:
-        manifest["files"] = sorted(manifest["files"] + ["metrics.json"])
-        with open(os.path.join(out, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2, default=str)
+@contextlib.contextmanager
+def output_folder(out: str) -> Iterator[str]:
+    """A temporary folder next to ``--out`` that replaces it when the block succeeds; a run
+    that fails leaves an existing ``--out`` exactly as it was (see
+    :func:`ctxppl._files.replace_folder`), and a run owns its folder (no stale files)."""
+    check_out(out)
+    with replace_folder(out) as tmp:
+        yield tmp
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays as plain Python values (for JSON and messages)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(path: str, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, default=plain)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def finish(out: str, manifest: dict, metrics: dict) -> None:
+    """Write ``metrics.json`` and, last, ``manifest.json`` into ``out`` (the run's
+    temporary folder)."""
+    manifest["files"] = sorted(set(manifest["files"]) | {"metrics.json", MANIFEST})
+    write_json(os.path.join(out, "metrics.json"), metrics)
+    write_json(os.path.join(out, MANIFEST), manifest)
+
+
+def report(out: str, manifest: dict, summary: pd.DataFrame, metrics: dict, say: Reporter,
+           quiet: bool) -> None:
+    """Print the summary table and metrics, and say where the files are."""
     if not quiet:
         with pd.option_context("display.width", 120, "display.max_columns", 20):
             print(summary.round(4).to_string(index=False))

@@ -134,17 +134,19 @@ def caterpillar(ranef: pd.DataFrame, name: str, path: str) -> list[str]:
 
 
 def loss(history: np.ndarray, path: str) -> list[str]:
-    """The optimisation loss per recorded window."""
-    h = np.asarray(history, dtype=float).ravel()
-    h = h[np.isfinite(h)]
-    if h.size < 2:
+    """The optimisation loss per step (one line per bootstrap fit)."""
+    h = np.asarray(history, dtype=float)
+    h = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
+    if np.isfinite(h).sum(axis=1).max() < 2:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(h)
-    ax.set_xlabel("window")
-    ax.set_ylabel("loss")
-    if np.all(h > 0):
+    for row in h:  # NaN after the last step of a fit that stopped early
+        ok = np.isfinite(row)
+        ax.plot(np.flatnonzero(ok) + 1, row[ok], lw=1, alpha=1.0 if len(h) == 1 else 0.6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss" + (f" ({len(h)} bootstrap fits)" if len(h) > 1 else ""))
+    if np.all(h[np.isfinite(h)] > 0):
         ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

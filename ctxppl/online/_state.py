@@ -143,11 +143,11 @@ class EntityIndex:
             >>> EntityIndex([1]).check_kind(np.array(["a"]))
             Traceback (most recent call last):
             ...
-            TypeError: entity keys of this table are ints; got strs (e.g. np.str_('a')).
+            TypeError: entity keys of this table are ints; got strs (e.g. 'a').
         """
         if self.kind is not None and keys.size and _key_kind(keys) != self.kind:
             raise TypeError(f"entity keys of this table are {self.kind}s; got "
-                            f"{_key_kind(keys)}s (e.g. {keys[0]!r}).")
+                            f"{_key_kind(keys)}s (e.g. {keys[:1].tolist()[0]!r}).")
 
     def rows(self, keys: Any) -> np.ndarray:
         """Row of each key (-1 when unknown); see the class example."""

@@ -104,10 +104,16 @@ def parse_formula(formula: str) -> ParsedFormula:
     depth, tilde = 0, None
     for i, t in enumerate(tokens):
         depth += _depth_step(t)
+        if depth < 0:
+            raise ValueError(f"`formula` {formula!r} has a ')' without a matching '(' at "
+                             f"character {t.source_start + 1}.")
         if _kind(t, "OPERATOR") and t.token == "~" and depth == 0:
             if tilde is not None:
                 raise ValueError(f"`formula` {formula!r} has more than one '~'.")
             tilde = i
+    if depth > 0:
+        raise ValueError(f"`formula` {formula!r} has {depth} unclosed '(': close every "
+                         "parenthesis, e.g. 'y ~ x + (1 | g)'.")
     if tilde is None or tilde == 0:
         raise ValueError(f"`formula` must be two-sided, 'response ~ predictors'; got "
                          f"{formula!r}.")
@@ -485,8 +491,9 @@ def build_design(parsed: ParsedFormula, data: Any, family: Family, *, weights: A
         if t.group not in factors:
             codes, levels = _factorize(data, t.group_columns)
             if len(levels) < 2:
+                level = levels[:1].tolist()[0]  # a Python value: 3, not np.int64(3)
                 raise ValueError(f"grouping factor `{t.group}` in {t.text} has a single level "
-                                 f"({levels[0]!r}); a random effect needs at least 2 groups. "
+                                 f"({level!r}); a random effect needs at least 2 groups. "
                                  "Drop the term (or use the factor as a fixed effect).")
             factors[t.group] = GroupingFactor(t.group, t.group_columns, codes, levels)
         zmm = _matrix(t.lhs, data, f"the random-effect term {t.text}")
