@@ -120,6 +120,22 @@ def make_lambda(theta: jax.Array, layout: ThetaLayout) -> list[jax.Array]:
     return out
 
 
+def lam_t_blocks(lams: list[jax.Array], sizes, M: jax.Array) -> jax.Array:  # noqa: ANN001
+    """``Lambda^T M`` for the block-diagonal ``Lambda`` (term ``k``'s ``lams[k]`` repeated for
+    each of its ``G_k`` groups, terms stacked in ``sizes`` order) and ``M (Q, ...)``."""
+    out, i = [], 0
+    for lam, (G, q) in zip(lams, sizes, strict=True):
+        blk = M[i:i + G * q].reshape((G, q) + M.shape[1:])
+        out.append(jnp.einsum("ba,gb...->ga...", lam, blk).reshape((G * q,) + M.shape[1:]))
+        i += G * q
+    return jnp.concatenate(out, 0) if len(out) > 1 else out[0]
+
+
+def lam_blocks(lams: list[jax.Array], sizes, M: jax.Array) -> jax.Array:  # noqa: ANN001
+    """``Lambda M`` for the same block-diagonal ``Lambda`` and ``M (Q, ...)``."""
+    return lam_t_blocks([lam.T for lam in lams], sizes, M)
+
+
 def block_diag(mats: list[jax.Array]) -> jax.Array:
     if len(mats) == 1:
         return mats[0]

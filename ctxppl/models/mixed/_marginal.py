@@ -13,6 +13,7 @@ prior mean :math:`W\tilde c_g` is the same model as cross-level interaction colu
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,12 +22,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ctxppl.models.mixed._formula import Design
 from ctxppl.models.mixed._laplace import GLMMData, fit_laplace
 from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, theta_size
 from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
 from ctxppl.models.mixed._reml import DENSE_LIMIT, Structure, fit_gaussian, sufficient_stats
+from ctxppl.models.mixed._schur import schur_order, schur_stats
+
+SCHUR_LIMIT = 4000  # largest dense block (columns after the largest grouping factor)
 
 __all__ = ["MarginalEstimate", "fit_marginal", "SingularFitWarning", "ConvergenceWarning",
            "context_columns", "choose_structure"]
@@ -85,20 +90,47 @@ def context_columns(design: Design) -> tuple[np.ndarray, list[str], list[tuple[i
     return np.stack(cols, 1), names, where
 
 
-def choose_structure(design: Design) -> Structure:
+def choose_structure(design: Design, layout: str | None = None) -> Structure:
+    """The layout of the random-effect system (``layout`` forces one, for tests).
+
+    * one grouping factor: ``block`` (one small block per group);
+    * several, gaussian: ``schur`` (blocked Cholesky, dense only over the columns after the
+      largest factor, up to :data:`SCHUR_LIMIT` of them);
+    * several, other families: ``dense`` while ``sum(G_k q_k) <=`` :data:`DENSE_LIMIT`.
+    """
     groups = {b.factor.name for b in design.blocks}
-    layout = ThetaLayout(tuple((b.q, bool(b.term.correlated) and b.q > 1)
-                               for b in design.blocks))
+    theta_layout = ThetaLayout(tuple((b.q, bool(b.term.correlated) and b.q > 1)
+                                     for b in design.blocks))
     sizes = tuple((b.factor.size, b.q) for b in design.blocks)
-    if len(groups) == 1:
-        return Structure("block", layout, sizes)
+    if layout is None:
+        if len(groups) == 1:
+            layout = "block"
+        elif design.family.name == "gaussian":
+            layout = "schur"
+        else:
+            layout = "dense"
+    if layout == "block":
+        if len(groups) > 1:
+            raise ValueError(f"layout 'block' needs one grouping factor; got {sorted(groups)}.")
+        return Structure("block", theta_layout, sizes)
+    if layout == "schur":
+        first = schur_order([(b.factor.name, b.factor.size, b.q) for b in design.blocks])
+        R = sum(G * q for i, (G, q) in enumerate(sizes) if i not in first)
+        if R > SCHUR_LIMIT:
+            raise NotImplementedError(
+                f"the blocked Cholesky for the grouping factors {sorted(groups)} keeps a dense "
+                f"{R} x {R} block for the factors after the largest one "
+                f"({design.blocks[first[0]].factor.name!r}), above the limit {SCHUR_LIMIT}. Fit "
+                "this model with method='laplace', 'svi' (minibatches) or 'nuts' instead.")
+        return Structure("schur", theta_layout, sizes, first)
     Q = sum(G * q for G, q in sizes)
     if Q > DENSE_LIMIT:
         raise NotImplementedError(
-            f"the exact marginal likelihood with several grouping factors ({sorted(groups)}) "
-            f"uses a dense {Q} x {Q} system, above the limit {DENSE_LIMIT}. Fit this model "
-            "with method='laplace', 'svi' (minibatches) or 'nuts' instead.")
-    return Structure("dense", layout, sizes)
+            f"the exact marginal likelihood of a {design.family.name} model with several "
+            f"grouping factors ({sorted(groups)}) uses a dense {Q} x {Q} system, above the "
+            f"limit {DENSE_LIMIT}. Fit this model with method='laplace', 'svi' (minibatches) "
+            "or 'nuts' instead.")
+    return Structure("dense", theta_layout, sizes)
 
 
 def _dense_cols(design: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -150,10 +182,14 @@ def _singular_terms(design: Design, lams: list[np.ndarray], tol: float = 1e-4) -
     return out
 
 
-def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100) -> MarginalEstimate:
-    """Fit ``design`` by exact (RE)ML (gaussian) or Laplace marginal ML (other families)."""
+def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
+                 layout: str | None = None) -> MarginalEstimate:
+    """Fit ``design`` by exact (RE)ML (gaussian) or Laplace marginal ML (other families).
+
+    ``layout`` forces the random-effect layout (see :func:`choose_structure`).
+    """
     t0 = time.perf_counter()
-    structure = choose_structure(design)
+    structure = choose_structure(design, layout)
     Xc, cnames, _ = context_columns(design)
     X = np.concatenate([design.X, Xc], 1) if Xc.shape[1] else design.X
     names = list(design.x_names) + cnames
@@ -170,6 +206,8 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100) -> Marginal
         blk0 = design.blocks[0]
         Z = np.concatenate([b.Z for b in design.blocks], 1)
         cols, Q = blk0.factor.codes, blk0.factor.size
+    elif structure.mode == "schur":
+        Z, cols, Q = None, None, sum(G * q for G, q in structure.sizes)
     else:
         Z, cols = _dense_cols(design)
         Q = sum(G * q for G, q in structure.sizes)
@@ -212,20 +250,32 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
     s = float(np.sqrt(np.sum(ww * (y - m) ** 2) / np.sum(ww)))
     s = s if s > 0 else 1.0
     yc = (y - m) / s
+    x64 = structure.mode == "schur"  # sums over ~1e5 rows, 1e3-dim log-determinants
     if structure.mode == "block":
         # Groups padded to a size bucket with all-zero statistics (they add exactly nothing
         # to the deviance): data sets of similar size share one compiled program.
         G_pad = _bucket(Q)
         st = sufficient_stats("block", Z, cols, X, yc, w, G_pad, Z.shape[1])
         run_structure = structure._replace(sizes=tuple((G_pad, q) for _, q in structure.sizes))
+    elif structure.mode == "schur":
+        st = schur_stats([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
+                         structure.first, X, yc, w)
+        run_structure = structure
     else:
         st = sufficient_stats("dense", Z, cols, X, yc, w, Q, 1)
         run_structure = structure
-    st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml), max_iter)
-    out = jax.device_get(out)
+    # One BLAS thread for the dense Schur block: LAPACK's threads spin on a busy machine
+    # (measured: a 1,128 x 1,128 Cholesky takes 88 ms with one thread and 1.9 s with two
+    # at load 9 on 2 cores) and gain little at this size on a quiet one.
+    blas = threadpool_limits(1, user_api="blas") if x64 else contextlib.nullcontext()
+    with jax.enable_x64(x64), blas:
+        dt = jnp.float64 if x64 else dt
+        st = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(a, dt if np.asarray(a).dtype.kind == "f" else None), st)
+        out = fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml), max_iter)
+        out = jax.device_get(out)
     if structure.mode == "block":  # drop the padding groups
         out = {**out, "b": out["b"][:Q], "condvar": out["condvar"][:Q]}
     timing["optimize"] = time.perf_counter() - t
@@ -239,8 +289,12 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
     vcov = np.asarray(out["vcov"], float) * s * s
     lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
     covs = [sigma2 * lam @ lam.T for lam in lams]
-    b, cv = _split_effects(structure, np.asarray(out["b"], float) * s,
-                           np.asarray(out["condvar"], float) * s * s)
+    if structure.mode != "block":
+        b = [np.asarray(v, float) * s for v in out["b"]]
+        cv = [np.asarray(v, float) * s * s for v in out["condvar"]]
+    else:
+        b, cv = _split_effects(structure, np.asarray(out["b"], float) * s,
+                               np.asarray(out["condvar"], float) * s * s)
     nn = n - p if reml else n
     dev = float(out["deviance"]) + nn * 2.0 * np.log(s)
     if w is not None:
@@ -261,6 +315,7 @@ def _split_effects(structure: Structure, b: np.ndarray, cv: np.ndarray):  # noqa
             out_cv.append(cv[:, i:i + q, i:i + q])
             i += q
         return out_b, out_cv
+    # the dense layout of a GLMM: flat vectors in Q order
     out_b, out_cv, i = [], [], 0
     for G, q in structure.sizes:
         out_b.append(b[i:i + G * q].reshape(G, q))

@@ -43,6 +43,8 @@ import numpy as np
 from ctxppl.models.mixed._linalg import (
     ThetaLayout,
     block_diag,
+    lam_blocks,
+    lam_t_blocks,
     logdet_chol,
     make_lambda,
     soa_chol,
@@ -52,6 +54,7 @@ from ctxppl.models.mixed._linalg import (
     soa_unstack,
 )
 from ctxppl.models.mixed._optim import minimize_newton
+from ctxppl.models.mixed._schur import schur_effects, schur_parts
 
 __all__ = ["Stats", "Structure", "sufficient_stats", "fit_gaussian", "DENSE_LIMIT"]
 
@@ -61,9 +64,10 @@ DENSE_LIMIT = 4000  # largest Q = sum_k G_k q_k for the dense layout
 class Structure(NamedTuple):
     """Static description of the random-effect design (hashable)."""
 
-    mode: str  # "block" or "dense"
+    mode: str  # "block", "dense" or "schur"
     layout: ThetaLayout
     sizes: tuple[tuple[int, int], ...]  # (G_k, q_k) per term, in Q order (dense)
+    first: tuple[int, ...] = ()  # schur: the terms of the first (largest) grouping factor
 
 
 class Stats(NamedTuple):
@@ -121,25 +125,6 @@ def sufficient_stats(mode: str, Z: np.ndarray, cols: np.ndarray, X: np.ndarray, 
 
 
 # ----------------------------------------------------------------------------- deviance
-def _lam_t_dense(lams: list[jax.Array], sizes, M: jax.Array) -> jax.Array:
-    """``Lambda^T M`` for the block-diagonal (per term, repeated per group) ``Lambda``."""
-    out, i = [], 0
-    for lam, (G, q) in zip(lams, sizes, strict=True):
-        blk = M[i:i + G * q].reshape((G, q) + M.shape[1:])
-        out.append(jnp.einsum("ba,gb...->ga...", lam, blk).reshape((G * q,) + M.shape[1:]))
-        i += G * q
-    return jnp.concatenate(out, 0) if len(out) > 1 else out[0]
-
-
-def _lam_dense(lams, sizes, v: jax.Array) -> jax.Array:
-    """``Lambda v`` (``v`` of shape ``(Q,)``)."""
-    out, i = [], 0
-    for lam, (G, q) in zip(lams, sizes, strict=True):
-        out.append((v[i:i + G * q].reshape(G, q) @ lam.T).reshape(-1))
-        i += G * q
-    return jnp.concatenate(out) if len(out) > 1 else out[0]
-
-
 def _nonzero(structure: Structure) -> np.ndarray:
     """Static mask of the entries of the (block-diagonal) Lambda that may be nonzero."""
     q = sum(qk for qk, _ in structure.layout.terms)
@@ -193,12 +178,12 @@ def _block_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN20
 def _dense_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
     lams = make_lambda(theta, structure.layout)
     sizes = structure.sizes
-    M = _lam_t_dense(lams, sizes, st.ZtZ)
-    A = _lam_t_dense(lams, sizes, M.T).T
+    M = lam_t_blocks(lams, sizes, st.ZtZ)
+    A = lam_t_blocks(lams, sizes, M.T).T
     A = 0.5 * (A + A.T) + jnp.eye(A.shape[0], dtype=theta.dtype)
     L = jnp.linalg.cholesky(A)
-    RZX = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.ZtX), lower=True)
-    cu = jax.scipy.linalg.solve_triangular(L, _lam_t_dense(lams, sizes, st.Zty), lower=True)
+    RZX = jax.scipy.linalg.solve_triangular(L, lam_t_blocks(lams, sizes, st.ZtX), lower=True)
+    cu = jax.scipy.linalg.solve_triangular(L, lam_t_blocks(lams, sizes, st.Zty), lower=True)
     return (logdet_chol(L), RZX.T @ RZX, RZX.T @ cu, jnp.sum(cu ** 2),
             {"L": L, "R": RZX, "cu": cu})
 
@@ -206,6 +191,8 @@ def _dense_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN20
 def _parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
     if structure.mode == "block":
         return _block_parts(theta, st, structure)
+    if structure.mode == "schur":
+        return schur_parts(theta, st, structure)
     return _dense_parts(theta, st, structure)
 
 
@@ -240,13 +227,16 @@ def _fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool
     res = minimize_newton(objective, theta0, has_aux=True, max_iter=max_iter, gtol=1e-6)
     theta = res.x
     lams = make_lambda(theta, structure.layout)
-    L, R, cu, RX, cb, r2 = (res.aux[k] for k in ("L", "R", "cu", "RX", "cb", "r2"))
+    RX, cb, r2 = (res.aux[k] for k in ("RX", "cb", "r2"))
     p = st.XtX.shape[0]
     beta = jax.scipy.linalg.solve_triangular(RX, cb, lower=True, trans=1)
     sigma2 = r2 / (st.n - p) if reml else r2 / st.n
     RXinv = jax.scipy.linalg.solve_triangular(RX, jnp.eye(p, dtype=RX.dtype), lower=True)
     vcov = sigma2 * RXinv.T @ RXinv
-    if structure.mode == "block":
+    if structure.mode == "schur":
+        b, condvar = schur_effects(theta, beta, sigma2, res.aux, st, structure)
+    elif structure.mode == "block":
+        L, R, cu = res.aux["L"], res.aux["R"], res.aux["cu"]
         lam = block_diag(lams)
         q = lam.shape[0]
         Ls = soa_unstack(L)
@@ -261,18 +251,19 @@ def _fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool
         cv = jnp.einsum("ab,bcg,dc->gad", lam, C, lam)
         condvar = sigma2 * cv
     else:
+        L, R, cu = res.aux["L"], res.aux["R"], res.aux["cu"]
         u = jax.scipy.linalg.solve_triangular(L, cu - R @ beta, lower=True, trans=1)
-        b = _lam_dense(lams, structure.sizes, u)
+        bq = lam_blocks(lams, structure.sizes, u)
         Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(L.shape[0], dtype=L.dtype),
                                                  lower=True)
-        # diagonal q x q blocks of sigma^2 Lambda (L L^T)^{-1} Lambda^T, per term and group
-        blocks, i = [], 0
+        # per term: (G, q) modes and the diagonal q x q blocks of
+        # sigma^2 Lambda (L L^T)^{-1} Lambda^T, one per group
+        b, condvar, i = [], [], 0
         for lam, (G, q) in zip(lams, structure.sizes, strict=True):
+            b.append(bq[i:i + G * q].reshape(G, q))
             Li = Linv[:, i:i + G * q].reshape(-1, G, q)
-            cv = jnp.einsum("ab,cgb,cgd,ed->gae", lam, Li, Li, lam)
-            blocks.append((sigma2 * cv).reshape(G * q, q))
+            condvar.append(sigma2 * jnp.einsum("ab,cgb,cgd,ed->gae", lam, Li, Li, lam))
             i += G * q
-        condvar = jnp.concatenate(blocks, 0) if len(blocks) > 1 else blocks[0]
     return {"theta": theta, "beta": beta, "sigma2": sigma2, "vcov": vcov, "b": b,
             "condvar": condvar, "deviance": res.fun / scale, "grad": res.grad,
             "num_iter": res.num_iter, "status": res.status, "hess": res.hess / scale}
@@ -293,5 +284,7 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
                  max_iter: int = 100) -> dict[str, jax.Array]:
     """Jitted :func:`_fit_gaussian`, compiled for fast compilation on small problems."""
     size = sum(G * q for G, q in structure.sizes)
-    fn = fit_gaussian_small if size < SMALL else fit_gaussian_large
+    # the blocked layout's time goes into LAPACK and scatters that level 0 slows 2x
+    fn = fit_gaussian_small if size < SMALL and structure.mode != "schur" else \
+        fit_gaussian_large
     return fn(st, theta0, structure, reml, max_iter)
