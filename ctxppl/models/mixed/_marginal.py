@@ -13,7 +13,6 @@ prior mean :math:`W\tilde c_g` is the same model as cross-level interaction colu
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, th
 from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
 from ctxppl.models.mixed._reml import DENSE_LIMIT, Structure, fit_gaussian, sufficient_stats
 from ctxppl.models.mixed._schur import schur_order, schur_stats
+from ctxppl.models.mixed._schur_host import fit_schur, moment_start
 
 SCHUR_LIMIT = 4000  # largest dense block (columns after the largest grouping factor)
 
@@ -250,7 +250,6 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
     s = float(np.sqrt(np.sum(ww * (y - m) ** 2) / np.sum(ww)))
     s = s if s > 0 else 1.0
     yc = (y - m) / s
-    x64 = structure.mode == "schur"  # sums over ~1e5 rows, 1e3-dim log-determinants
     if structure.mode == "block":
         # Groups padded to a size bucket with all-zero statistics (they add exactly nothing
         # to the deviance): data sets of similar size share one compiled program.
@@ -266,16 +265,19 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
         run_structure = structure
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
-    # One BLAS thread for the dense Schur block: LAPACK's threads spin on a busy machine
-    # (measured: a 1,128 x 1,128 Cholesky takes 88 ms with one thread and 1.9 s with two
-    # at load 9 on 2 cores) and gain little at this size on a quiet one.
-    blas = threadpool_limits(1, user_api="blas") if x64 else contextlib.nullcontext()
-    with jax.enable_x64(x64), blas:
-        dt = jnp.float64 if x64 else dt
-        st = jax.tree_util.tree_map(
-            lambda a: jnp.asarray(a, dt if np.asarray(a).dtype.kind == "f" else None), st)
-        out = fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml), max_iter)
-        out = jax.device_get(out)
+    if structure.mode == "schur":
+        # float64 on the host (LAPACK), exact gradients, nothing to compile. One BLAS
+        # thread: LAPACK's threads spin on a busy machine (a 1,128 x 1,128 Cholesky took
+        # 88 ms with one thread and 1.9 s with two at load 9 on 2 cores) and gain little at
+        # this size on a quiet one.
+        th0 = moment_start([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
+                           structure.layout, X, yc, th0)
+        with threadpool_limits(1, user_api="blas"):
+            out = fit_schur(st, th0, structure, bool(reml), max_iter)
+    else:
+        st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
+        out = jax.device_get(fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml),
+                                          max_iter))
     if structure.mode == "block":  # drop the padding groups
         out = {**out, "b": out["b"][:Q], "condvar": out["condvar"][:Q]}
     timing["optimize"] = time.perf_counter() - t

@@ -54,7 +54,6 @@ from ctxppl.models.mixed._linalg import (
     soa_unstack,
 )
 from ctxppl.models.mixed._optim import minimize_newton
-from ctxppl.models.mixed._schur import schur_effects, schur_parts
 
 __all__ = ["Stats", "Structure", "sufficient_stats", "fit_gaussian", "DENSE_LIMIT"]
 
@@ -64,7 +63,7 @@ DENSE_LIMIT = 4000  # largest Q = sum_k G_k q_k for the dense layout
 class Structure(NamedTuple):
     """Static description of the random-effect design (hashable)."""
 
-    mode: str  # "block", "dense" or "schur"
+    mode: str  # "block", "dense" or "schur" (the latter fitted by _schur_host)
     layout: ThetaLayout
     sizes: tuple[tuple[int, int], ...]  # (G_k, q_k) per term, in Q order (dense)
     first: tuple[int, ...] = ()  # schur: the terms of the first (largest) grouping factor
@@ -191,8 +190,6 @@ def _dense_parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN20
 def _parts(theta, st: Stats, structure: Structure):  # noqa: ANN001, ANN202
     if structure.mode == "block":
         return _block_parts(theta, st, structure)
-    if structure.mode == "schur":
-        return schur_parts(theta, st, structure)
     return _dense_parts(theta, st, structure)
 
 
@@ -233,9 +230,7 @@ def _fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool
     sigma2 = r2 / (st.n - p) if reml else r2 / st.n
     RXinv = jax.scipy.linalg.solve_triangular(RX, jnp.eye(p, dtype=RX.dtype), lower=True)
     vcov = sigma2 * RXinv.T @ RXinv
-    if structure.mode == "schur":
-        b, condvar = schur_effects(theta, beta, sigma2, res.aux, st, structure)
-    elif structure.mode == "block":
+    if structure.mode == "block":
         L, R, cu = res.aux["L"], res.aux["R"], res.aux["cu"]
         lam = block_diag(lams)
         q = lam.shape[0]
@@ -284,7 +279,5 @@ def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
                  max_iter: int = 100) -> dict[str, jax.Array]:
     """Jitted :func:`_fit_gaussian`, compiled for fast compilation on small problems."""
     size = sum(G * q for G, q in structure.sizes)
-    # the blocked layout's time goes into LAPACK and scatters that level 0 slows 2x
-    fn = fit_gaussian_small if size < SMALL and structure.mode != "schur" else \
-        fit_gaussian_large
+    fn = fit_gaussian_small if size < SMALL else fit_gaussian_large
     return fn(st, theta0, structure, reml, max_iter)

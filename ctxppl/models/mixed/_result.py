@@ -8,12 +8,12 @@ and carry standard errors from the curvature instead -- so every accessor is wri
 from __future__ import annotations
 
 from collections.abc import Callable
+from statistics import NormalDist
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ctxppl.infer._arviz import from_groups
 from ctxppl.models.mixed._families import Family
@@ -133,7 +133,7 @@ class MixedResult:
             est = flat[0]
             se = (np.sqrt(np.clip(np.diag(self._vcov)[lo:hi], 0, None)) if self._vcov is not None
                   else np.full(hi - lo, np.nan))
-            zc = stats.norm.ppf(1 - a)
+            zc = NormalDist().inv_cdf(1 - a)
             stat_name = "t_value" if self.family.name == "gaussian" else "z_value"
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = est / se

@@ -24,33 +24,19 @@ next to 2,972 students). :math:`W K W^T` (:math:`K_g = \Lambda_1 A_{11,g}^{-1}\L
 is accumulated over the pairs of nonzeros of :math:`W` that share a group of the first
 factor -- its pattern is fixed, so the pairs are found once on the host.
 
-The right-hand sides :math:`L^{-1}\Lambda^T Z^T W [X, y]` follow by block forward
-substitution, which gives the same ``(log|L|^2, R_ZX^T R_ZX, R_ZX^T c_u, |c_u|^2)`` as the
-dense layout; the profiled (RE)ML deviance is then shared with it. Runs in float64: one
-fit sums over ~10^5 observations and :math:`10^3`-dimensional log-determinants.
+The solves with :math:`A` follow by block elimination. This module finds the layout and
+its statistics (once, on the host); :mod:`~ctxppl.models.mixed._schur_host` evaluates the
+deviance and its exact gradient in float64 (one fit sums over ~10^5 observations and
+:math:`10^3`-dimensional log-determinants).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ctxppl.models.mixed._linalg import (
-    block_diag,
-    chol,
-    lam_blocks,
-    lam_t_blocks,
-    logdet_chol,
-    make_lambda,
-    solve_lower,
-    solve_lower_t,
-)
-
-__all__ = ["SchurStats", "schur_stats", "schur_parts", "schur_effects", "schur_order",
-           "PAIR_LIMIT"]
+__all__ = ["SchurStats", "schur_stats", "schur_order", "PAIR_LIMIT"]
 
 PAIR_LIMIT = 60_000_000  # pairs of nonzeros of W sharing a first-factor group (memory guard)
 
@@ -152,97 +138,3 @@ def schur_stats(blocks: list[tuple[np.ndarray, np.ndarray, int]], first: tuple[i
                       ent_v, pflat[order].astype(np.int32), pi[order].astype(np.int32),
                       pj[order].astype(np.int32), XytXy[:p, :p], XytXy[:p, p],
                       float(XytXy[p, p]), float(n))
-
-
-def _split_lams(theta, structure):  # noqa: ANN001, ANN202
-    lams = make_lambda(theta, structure.layout)
-    first = structure.first
-    rest = [i for i in range(len(lams)) if i not in first]
-    lam1 = block_diag([lams[i] for i in first])
-    return lam1, [lams[i] for i in rest], [structure.sizes[i] for i in rest]
-
-
-def _first_factor(lam1, st: SchurStats):  # noqa: ANN001, ANN202
-    """``L1`` (chol of each ``A11_g``), ``X1 = L1^{-1} Lambda1^T`` and ``K = X1^T X1``."""
-    q1 = lam1.shape[0]
-    A = jnp.einsum("ba,gbc,cd->gad", lam1, st.ZtZ1, lam1) + jnp.eye(q1, dtype=lam1.dtype)
-    L1 = chol(A)
-    X1 = solve_lower(L1, jnp.broadcast_to(lam1.T, A.shape))
-    return L1, X1, jnp.einsum("gka,gkb->gab", X1, X1)
-
-
-def _wkw(K, st: SchurStats, R: int):  # noqa: ANN001, ANN202
-    r"""``W K W^T`` (``R x R``) from the pairs of nonzeros of ``W`` in one group."""
-    g = st.ent_g[st.pair_i]
-    vals = jnp.einsum("pa,pab,pb->p", st.ent_v[st.pair_i], K[g], st.ent_v[st.pair_j])
-    low = jax.ops.segment_sum(vals, st.pair_flat, R * R, indices_are_sorted=True).reshape(R, R)
-    return low + low.T - jnp.diag(jnp.diagonal(low))
-
-
-def schur_parts(theta, st: SchurStats, structure):  # noqa: ANN001, ANN201
-    """``(log|L|^2, R_ZX^T R_ZX, R_ZX^T c_u, |c_u|^2, aux)`` of the blocked layout."""
-    lam1, lams2, sizes2 = _split_lams(theta, structure)
-    R = st.C.shape[0]
-    p = st.XtX.shape[0]
-    L1, _, K = _first_factor(lam1, st)
-    B = st.C - _wkw(K, st, R)
-    S = lam_t_blocks(lams2, sizes2, lam_t_blocks(lams2, sizes2, B).T)
-    S = 0.5 * (S + S.T) + jnp.eye(R, dtype=S.dtype)
-    L2 = jnp.linalg.cholesky(S)
-    c1 = solve_lower(L1, jnp.einsum("ba,gbc->gac", lam1, st.ZtXy1))  # (G1, q1, p+1)
-    KZ = jnp.einsum("gab,gbc->gac", K, st.ZtXy1)
-    t = st.ZtXy2 - jax.ops.segment_sum(jnp.einsum("ea,eac->ec", st.ent_v, KZ[st.ent_g]),
-                                       st.ent_r, R)
-    c2 = jax.scipy.linalg.solve_triangular(L2, lam_t_blocks(lams2, sizes2, t), lower=True)
-    P = jnp.einsum("gac,gad->cd", c1, c1) + c2.T @ c2
-    ld = logdet_chol(L1) + logdet_chol(L2)
-    return ld, P[:p, :p], P[:p, p], P[p, p], {"L1": L1, "c1": c1, "L2": L2, "c2": c2}
-
-
-def schur_effects(theta, beta, sigma2, aux, st: SchurStats, structure):  # noqa: ANN001, ANN201
-    """Conditional modes and covariances per block (design order): ``(b, condvar)`` lists."""
-    lam1, lams2, sizes2 = _split_lams(theta, structure)
-    L1, c1, L2, c2 = aux["L1"], aux["c1"], aux["L2"], aux["c2"]
-    G1, q1 = c1.shape[:2]
-    R, p = c2.shape[0], beta.shape[0]
-    # u2 = L2^{-T}(c2 - R2 beta); u1 = L1^{-T}(c1 - R1 beta - L21^T u2)
-    u2 = jax.scipy.linalg.solve_triangular(L2, c2[:, p] - c2[:, :p] @ beta, lower=True,
-                                           trans=1)
-    b2 = lam_blocks(lams2, sizes2, u2)
-    wv = jax.ops.segment_sum(st.ent_v * b2[st.ent_r][:, None], st.ent_g, G1)  # W^T Lam2 u2
-    cross = solve_lower(L1, jnp.einsum("ba,gb->ga", lam1, wv)[..., None])[..., 0]
-    u1 = solve_lower_t(L1, (c1[:, :, p] - c1[:, :, :p] @ beta - cross)[..., None])[..., 0]
-    b1 = u1 @ lam1.T
-    # condvar: sigma^2 Lambda A^{-1} Lambda^T, diagonal blocks
-    L2inv = jax.scipy.linalg.solve_triangular(L2, jnp.eye(R, dtype=L2.dtype), lower=True)
-    T = lam_blocks(lams2, sizes2, L2inv.T)  # Lam2 L2^{-T}: rows of Lam2 S^{-1} Lam2^T factors
-    s = (T @ T.T)[st.ent_r[st.pair_i], st.ent_r[st.pair_j]]  # (Lam2 S^{-1} Lam2^T)_{r_i r_j}
-    outer = st.ent_v[st.pair_i][:, :, None] * st.ent_v[st.pair_j][:, None, :] * s[:, None, None]
-    g = st.ent_g[st.pair_i]
-    low = jax.ops.segment_sum(outer, g, G1)
-    diag = jax.ops.segment_sum(jnp.where((st.pair_i == st.pair_j)[:, None, None], outer, 0.0),
-                               g, G1)
-    mid = low + jnp.swapaxes(low - diag, -1, -2)  # sum over all ordered pairs in the group
-    eye = jnp.broadcast_to(jnp.eye(q1, dtype=L1.dtype), (G1, q1, q1))
-    Linv1 = solve_lower(L1, eye)
-    Ainv = jnp.einsum("gka,gkb->gab", Linv1, Linv1)
-    mid = jnp.einsum("ba,gbc,cd->gad", lam1, mid, lam1)
-    C1 = Ainv + Ainv @ mid @ Ainv
-    cv1 = sigma2 * jnp.einsum("ab,gbc,dc->gad", lam1, C1, lam1)
-    out_b: dict[int, Any] = {}
-    out_cv: dict[int, Any] = {}
-    j = 0
-    for i in structure.first:
-        q = structure.sizes[i][1]
-        out_b[i] = b1[:, j:j + q]
-        out_cv[i] = cv1[:, j:j + q, j:j + q]
-        j += q
-    rest = [i for i in range(len(structure.sizes)) if i not in structure.first]
-    r = 0
-    for i, (G, q) in zip(rest, sizes2, strict=True):
-        out_b[i] = b2[r:r + G * q].reshape(G, q)
-        Ti = T[r:r + G * q].reshape(G, q, R)
-        out_cv[i] = sigma2 * jnp.einsum("gar,gbr->gab", Ti, Ti)
-        r += G * q
-    n_blocks = len(structure.sizes)
-    return [out_b[i] for i in range(n_blocks)], [out_cv[i] for i in range(n_blocks)]

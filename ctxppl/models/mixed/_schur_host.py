@@ -1,0 +1,413 @@
+r"""The blocked (Schur) layout evaluated on the host: float64 NumPy + LAPACK, exact gradients.
+
+Same deviance as :func:`~ctxppl.models.mixed._schur.schur_parts` (see there for the
+blocks), but with the gradient in closed form, so one evaluation costs one Cholesky factor
+of the dense Schur complement :math:`S` (``dpotrf``) and, for the gradient, its inverse
+(``dpotri``) -- about 3 Cholesky factors, against ~9 for reverse-mode autodiff of a
+Cholesky -- and nothing is compiled. Writing :math:`U = \Lambda^T Z^T W [X, y]`,
+:math:`Y = A^{-1} U`, :math:`P = [X, y]^T W [X, y] - U^T Y` and the deviance as
+:math:`\log|A| + f(P)` (REML: :math:`f = \log|P| + (n-p-1)\log r^2`, ML:
+:math:`f = n \log r^2`, :math:`r^2 = 1/(P^{-1})_{yy}`),
+
+.. math::
+
+    \frac{\partial d}{\partial \Lambda} = 2\, Z^T W Z \Lambda A^{-1}
+        - 2\, Z^T W (Xy - Z\Lambda Y)\, \bar F\, Y^T,\qquad \bar F = \partial f/\partial P,
+
+of which only the diagonal blocks of each term and group are needed: they take
+:math:`S^{-1}` at the pairs of nonzeros of :math:`W` that share a group of the first factor
+(the same pairs that build :math:`S`), and the diagonal blocks of :math:`B \Lambda_2 S^{-1}`.
+The same pieces give the conditional modes and covariances at the optimum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.linalg import lapack
+
+from ctxppl.models.mixed._schur import SchurStats
+
+__all__ = ["SchurHost", "minimize_bfgs"]
+
+
+def _lambda_index(q: int, correlated: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of ``Lambda_k`` filled by the term's ``theta`` (lme4's order)."""
+    if correlated:
+        rows, cols = np.tril_indices(q)
+        order = np.lexsort((rows, cols))
+        return rows[order], cols[order]
+    return np.arange(q), np.arange(q)
+
+
+class SchurHost:
+    """Deviance, gradient and estimates of the blocked layout for one data set.
+
+    Args:
+        st: :class:`SchurStats` (NumPy float64).
+        structure: The ``schur`` :class:`~ctxppl.models.mixed._reml.Structure`.
+        reml: REML (True) or ML.
+    """
+
+    def __init__(self, st: SchurStats, structure: Any, reml: bool) -> None:
+        self.st, self.reml = st, reml
+        self.terms = structure.layout.terms
+        self.sizes = structure.sizes
+        self.first = tuple(structure.first)
+        self.rest = tuple(i for i in range(len(self.sizes)) if i not in self.first)
+        self.idx = [_lambda_index(q, c) for q, c in self.terms]
+        self.G1, self.q1 = st.ZtZ1.shape[:2]
+        self.R = st.C.shape[0]
+        self.p = st.XtX.shape[0]
+        p = self.p
+        self.XytXy = np.zeros((p + 1, p + 1))
+        self.XytXy[:p, :p], self.XytXy[:p, p] = st.XtX, st.Xty
+        self.XytXy[p, :p], self.XytXy[p, p] = st.Xty, st.yty
+        self.pg = st.ent_g[st.pair_i]
+        self.ri, self.rj = st.ent_r[st.pair_i], st.ent_r[st.pair_j]
+        self.vi, self.vj = st.ent_v[st.pair_i], st.ent_v[st.pair_j]
+        self.same = st.pair_i == st.pair_j
+        self.theta_size = sum(len(r) for r, _ in self.idx)
+        self.scalar2 = all(self.sizes[i][1] == 1 for i in self.rest)
+        self.upper = np.triu(np.ones((self.R, self.R), bool), 1)
+
+    def _scale2(self, lams: list[np.ndarray]) -> np.ndarray:
+        """Diagonal of ``Lambda_2`` when every other term is scalar."""
+        return np.concatenate([np.full(self.sizes[i][0], lams[i][0, 0]) for i in self.rest])
+
+    def _sandwich2(self, lams: list[np.ndarray], M: np.ndarray, transpose: bool) -> np.ndarray:
+        """``Lambda_2^T M Lambda_2`` (``transpose``) or ``Lambda_2 M Lambda_2^T``, ``M``
+        symmetric ``(R, R)``."""
+        if self.scalar2:
+            dv = self._scale2(lams)
+            return M * np.multiply.outer(dv, dv)
+        return self._apply2(lams, self._apply2(lams, M, transpose).T, transpose)
+
+    # ------------------------------------------------------------------ Lambda helpers
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        out, i = [], 0
+        for (q, _), (rows, cols) in zip(self.terms, self.idx, strict=True):
+            lam = np.zeros((q, q))
+            lam[rows, cols] = theta[i:i + len(rows)]
+            out.append(lam)
+            i += len(rows)
+        return out
+
+    def _lam1(self, lams: list[np.ndarray]) -> np.ndarray:
+        q1 = self.q1
+        out, j = np.zeros((q1, q1)), 0
+        for i in self.first:
+            q = lams[i].shape[0]
+            out[j:j + q, j:j + q] = lams[i]
+            j += q
+        return out
+
+    def _apply2(self, lams: list[np.ndarray], M: np.ndarray, transpose: bool) -> np.ndarray:
+        """``Lambda_2^T M`` (``transpose``) or ``Lambda_2 M`` for ``M (R, ...)``."""
+        out, r = np.empty_like(M), 0
+        for i in self.rest:
+            G, q = self.sizes[i]
+            lam = lams[i].T if transpose else lams[i]
+            blk = M[r:r + G * q].reshape((G, q) + M.shape[1:])
+            if q == 1:
+                out[r:r + G] = lam[0, 0] * M[r:r + G]
+            else:
+                out[r:r + G * q] = np.einsum("ab,gb...->ga...", lam, blk).reshape(
+                    (G * q,) + M.shape[1:])
+            r += G * q
+        return out
+
+    def _split2(self, v: np.ndarray) -> list[np.ndarray]:
+        """A diagonal ``(R,)`` as per-term ``(G, 1, 1)`` blocks (scalar terms)."""
+        out, r = [], 0
+        for i in self.rest:
+            G = self.sizes[i][0]
+            out.append(v[r:r + G, None, None])
+            r += G
+        return out
+
+    def _diag_blocks2(self, M: np.ndarray, N: np.ndarray) -> list[np.ndarray]:
+        """Per rest term: ``(G, q, q)`` diagonal blocks of ``M @ N.T`` (``M, N (R, R)``)."""
+        out, r = [], 0
+        for i in self.rest:
+            G, q = self.sizes[i]
+            a = M[r:r + G * q].reshape(G, q, -1)
+            b = N[r:r + G * q].reshape(G, q, -1)
+            out.append(np.einsum("gam,gbm->gab", a, b))
+            r += G * q
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, theta: np.ndarray, grad: bool = True,
+                 effects: bool = False) -> dict[str, Any]:
+        """Deviance (and gradient, and estimates) at ``theta``; ``dev = inf`` off-domain."""
+        st, R, G1, q1, p = self.st, self.R, self.G1, self.q1, self.p
+        lams = self.lambdas(np.asarray(theta, float))
+        lam1 = self._lam1(lams)
+        A11 = np.einsum("ba,gbc,cd->gad", lam1, st.ZtZ1, lam1) + np.eye(q1)
+        if q1 == 1:
+            A11inv = 1.0 / A11
+            ld1 = float(np.sum(np.log(A11[:, 0, 0])))
+        else:
+            A11inv = np.linalg.inv(A11)
+            ld1 = float(np.sum(np.linalg.slogdet(A11)[1]))
+        K = np.einsum("ab,gbc,dc->gad", lam1, A11inv, lam1)  # Lam1 A11^{-1} Lam1^T
+        if q1 == 1:
+            vals = self.vi[:, 0] * self.vj[:, 0] * K[self.pg, 0, 0]
+        else:
+            vals = np.einsum("pa,pab,pb->p", self.vi, K[self.pg], self.vj)
+        low = np.bincount(st.pair_flat, vals, R * R).reshape(R, R)
+        dg = np.diagonal(low).copy()
+        B = st.C - low
+        B -= low.T
+        B[np.diag_indices(R)] += dg
+        S = self._sandwich2(lams, B, True)
+        S[np.diag_indices(R)] += 1.0
+        L2, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=0)
+        if info != 0:
+            return {"dev": np.inf}
+        ld = ld1 + 2.0 * float(np.sum(np.log(np.diag(L2))))
+        # Y = A^{-1} U by block elimination
+        U1 = np.einsum("ba,gbc->gac", lam1, st.ZtXy1)  # (G1, q1, p+1)
+        U2 = self._apply2(lams, st.ZtXy2, True)  # (R, p+1)
+        KZ = np.einsum("gab,gbc->gac", K, st.ZtXy1)  # Lam1 A11^{-1} U1 per group
+        t = np.stack([np.bincount(st.ent_r, np.einsum("ea,ea->e", st.ent_v, KZ[st.ent_g, :, c]),
+                                  R) for c in range(p + 1)], -1)
+        Y2 = lapack.dpotrs(L2, U2 - self._apply2(lams, t, True), lower=1)[0]
+        LY2 = self._apply2(lams, Y2, False)  # Lam2 Y2
+        WtLY2 = np.zeros((G1, q1, p + 1))
+        for a in range(q1):
+            for c in range(p + 1):
+                WtLY2[:, a, c] = np.bincount(st.ent_g, st.ent_v[:, a] * LY2[st.ent_r, c], G1)
+        Y1 = np.einsum("gab,gbc->gac", A11inv,
+                       U1 - np.einsum("ba,gbc->gac", lam1, WtLY2))
+        P = self.XytXy - np.einsum("gac,gad->cd", U1, Y1) - U2.T @ Y2
+        P = 0.5 * (P + P.T)
+        Pxx = P[:p, :p]
+        try:
+            Lx = np.linalg.cholesky(Pxx)
+        except np.linalg.LinAlgError:
+            return {"dev": np.inf}
+        beta = np.linalg.solve(Pxx, P[:p, p])
+        r2 = float(P[p, p] - P[p, :p] @ beta)
+        if not r2 > 0:
+            return {"dev": np.inf}
+        n = float(st.n)
+        if self.reml:
+            ldx = 2.0 * float(np.sum(np.log(np.diag(Lx))))
+            dev = ld + ldx + (n - p) * (1.0 + np.log(2 * np.pi * r2 / (n - p)))
+        else:
+            dev = ld + n * (1.0 + np.log(2 * np.pi * r2 / n))
+        out: dict[str, Any] = {"dev": dev, "beta": beta, "r2": r2, "Pxx": Pxx}
+        if not (grad or effects):
+            return out
+        # ---- S^{-1} and the pieces shared by the gradient and the conditional covariances
+        Sinv = lapack.dpotri(L2, lower=1, overwrite_c=1)[0]
+        np.copyto(Sinv, Sinv.T, where=self.upper)
+        St = self._sandwich2(lams, Sinv, False)  # Lam2 S^-1 Lam2^T
+        s = St[self.ri, self.rj]
+        if q1 == 1:
+            w = self.vi[:, 0] * self.vj[:, 0] * s * np.where(self.same, 1.0, 2.0)
+            N = np.bincount(self.pg, w, G1)[:, None, None]
+        else:
+            o = self.vi[:, :, None] * self.vj[:, None, :] * s[:, None, None]
+            N = np.zeros((G1, q1, q1))
+            for a in range(q1):
+                for b in range(q1):
+                    N[:, a, b] = np.bincount(self.pg, o[:, a, b], G1)
+            Nd = np.zeros_like(N)
+            od = np.where(self.same[:, None, None], o, 0.0)
+            for a in range(q1):
+                for b in range(q1):
+                    Nd[:, a, b] = np.bincount(self.pg, od[:, a, b], G1)
+            N = N + np.swapaxes(N - Nd, 1, 2)
+        # diagonal blocks of A^{-1}: first factor
+        mid = np.einsum("ba,gbc,cd->gad", lam1, N, lam1)
+        Ainv1 = A11inv + A11inv @ mid @ A11inv
+        if effects:  # b = Lam u, u = A^{-1} Lam^T Z^T W (y - X beta); Lam A^{-1} Lam^T blocks
+            out["b1"] = (Y1[:, :, p] - Y1[:, :, :p] @ beta) @ lam1.T
+            out["cv1"] = np.einsum("ab,gbc,dc->gad", lam1, Ainv1, lam1)
+            out["b2"] = LY2[:, p] - LY2[:, :p] @ beta
+            out["cv2"] = self._cv2(St)
+        if not grad:
+            return out
+        # ---- gradient: Gamma = 2 Z'WZ Lam A^{-1} - 2 Z'W Res Fbar Y^T, diagonal blocks
+        Pinv = np.linalg.inv(P)
+        m = Pinv[:, p]
+        Fbar = (Pinv + (n - p - 1) * r2 * np.outer(m, m)) if self.reml else \
+            n * r2 * np.outer(m, m)
+        # Z'W Res = Z'W Xy - Z'W Z Lam Y
+        LY1 = np.einsum("ab,gbc->gac", lam1, Y1)  # Lam1 Y1
+        WLY1 = np.stack([np.bincount(st.ent_r, np.einsum("ea,ea->e", st.ent_v,
+                                                         LY1[st.ent_g, :, c]), R)
+                         for c in range(p + 1)], -1)
+        ZR1 = st.ZtXy1 - np.einsum("gab,gbc->gac", st.ZtZ1, LY1) - WtLY2
+        ZR2 = st.ZtXy2 - WLY1 - st.C @ LY2
+        T2_1 = np.einsum("gac,cd,gbd->gab", ZR1, Fbar, Y1)
+        T1_1 = np.einsum("gab,bc,gcd->gad", st.ZtZ1, lam1, Ainv1) - \
+            np.einsum("gab,bc,gcd->gad", N, lam1, A11inv)
+        Gam1 = 2.0 * (T1_1 - T2_1).sum(0)
+        if self.scalar2:  # diagonal of B Lam2 S^{-1}
+            T1_2 = self._split2(np.einsum("ij,ij->i", B, Sinv) * self._scale2(lams))
+        else:
+            BL = self._apply2(lams, B, True).T  # B Lam2 = (Lam2^T B)^T, B symmetric
+            T1_2 = self._diag_blocks2(BL, Sinv)
+        T2_2 = self._diag_blocks2(ZR2 @ Fbar, Y2)
+        g = np.zeros(self.theta_size)
+        offs = np.cumsum([0] + [len(r) for r, _ in self.idx])
+        j = 0
+        for i in self.first:
+            q = self.terms[i][0]
+            rows, cols = self.idx[i]
+            g[offs[i]:offs[i + 1]] = Gam1[j + rows, j + cols]
+            j += q
+        for k, i in enumerate(self.rest):
+            rows, cols = self.idx[i]
+            Gam = 2.0 * (T1_2[k] - T2_2[k]).sum(0)
+            g[offs[i]:offs[i + 1]] = Gam[rows, cols]
+        out["grad"] = g
+        return out
+
+    def _cv2(self, St: np.ndarray) -> list[np.ndarray]:
+        """Per rest term: ``(G, q, q)`` diagonal blocks of ``St = Lambda_2 S^{-1} Lambda_2^T``."""
+        out, r = [], 0
+        for i in self.rest:
+            G, q = self.sizes[i]
+            a = St[r:r + G * q, r:r + G * q].reshape(G, q, G, q)
+            out.append(a[np.arange(G), :, np.arange(G), :])
+            r += G * q
+        return out
+
+
+def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, max_iter: int = 100,
+                  ) -> tuple[np.ndarray, dict[str, Any], int, int]:
+    """BFGS started from a forward-difference Hessian of the exact gradient.
+
+    ``fg(x, grad) -> dict(dev=..., grad=...)`` (``dev`` already scaled to O(1); ``grad=False``
+    skips the gradient, for backtracking). Steps are capped at ``max(0.5, |x|/2)``, and
+    directions of negative curvature are flipped to positive (as in the jitted Newton).
+    Returns the point, its evaluation, the number of iterations and a status (1 converged,
+    2 max_iter, 3 no further decrease at working precision).
+    """
+    x = np.asarray(x0, float)
+    cur = fg(x, True)
+    if not np.isfinite(cur["dev"]):
+        raise FloatingPointError("the deviance is not finite at the starting values")
+    d = x.size
+    h = 1e-4 * np.maximum(1.0, np.abs(x))
+    H = np.empty((d, d))
+    for i in range(d):
+        e = np.zeros(d)
+        e[i] = h[i]
+        H[:, i] = (fg(x + e, True)["grad"] - cur["grad"]) / h[i]
+    H = 0.5 * (H + H.T)
+    status, it = 2, 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - it is reported
+        g = cur["grad"]
+        if np.max(np.abs(g)) <= gtol:
+            status = 1
+            break
+        lam, V = np.linalg.eigh(H)
+        lam = np.maximum(np.abs(lam), max(1e-8 * np.max(np.abs(lam)), 1e-12))
+        step = -(V @ ((V.T @ g) / lam))
+        cap = np.maximum(0.5, 0.5 * np.abs(x))
+        step *= min(1.0, float(np.min(cap / np.maximum(np.abs(step), 1e-300))))
+        slope = float(g @ step)
+        t, new = 1.0, None
+        for k in range(40):
+            cand = fg(x + t * step, k == 0)
+            if np.isfinite(cand["dev"]) and cand["dev"] <= cur["dev"] + 1e-4 * t * slope:
+                new = cand if k == 0 else fg(x + t * step, True)
+                break
+            t *= 0.5
+        if new is None:
+            status = 3
+            break
+        s_, y_ = t * step, new["grad"] - g
+        dec = cur["dev"] - new["dev"]
+        x, cur = x + s_, new
+        sy = float(s_ @ y_)
+        if sy > 1e-12 * float(np.linalg.norm(s_) * np.linalg.norm(y_)):
+            Hs = H @ s_
+            H = H - np.outer(Hs, Hs) / float(s_ @ Hs) + np.outer(y_, y_) / sy
+        if dec <= 4 * np.finfo(float).eps * max(1.0, abs(cur["dev"])) and \
+                np.max(np.abs(s_)) <= 1e-8 * (1 + np.max(np.abs(x))):
+            status = 3 if np.max(np.abs(cur["grad"])) > 1e-4 else 1
+            break
+    return x, cur, it, status
+
+
+def moment_start(blocks: list[tuple[np.ndarray, np.ndarray, int]], layout: Any, X: np.ndarray,
+                 y: np.ndarray, theta0: np.ndarray) -> np.ndarray:
+    r"""Starting ``theta``: one-way ANOVA estimates for the random intercepts.
+
+    For each term with an all-ones column, :math:`\hat\sigma_b^2 = (MSB - MSW)/n_0` of the
+    OLS residuals grouped by the term's factor (floored at 1% of :math:`MSW`), and
+    :math:`	heta = \hat\sigma_b / \sqrt{MSW}`; other entries keep ``theta0`` (lme4's start).
+    Crossed factors bias each one-way estimate, but it lands near the optimum where the
+    identity start needs a dozen more steps (InstEval: 17 BFGS steps from 1, 6 from here).
+    """
+    th = np.array(theta0, float)
+    res = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    n = y.shape[0]
+    i = 0
+    for (Z, codes, G), (q, corr) in zip(blocks, layout.terms, strict=True):
+        rows, cols = _lambda_index(q, corr)
+        for a in range(q):
+            if not np.all(Z[:, a] == 1.0):
+                continue
+            cnt = np.bincount(codes, minlength=G).astype(float)
+            sums = np.bincount(codes, res, G)
+            mean = sums / np.maximum(cnt, 1)
+            ssw = float(np.sum((res - mean[codes]) ** 2))
+            msw = ssw / max(n - G, 1)
+            msb = float(np.sum(cnt * (mean - res.mean()) ** 2)) / max(G - 1, 1)
+            n0 = (n - float(np.sum(cnt ** 2)) / n) / max(G - 1, 1)
+            sb2 = max((msb - msw) / n0, 0.01 * msw)
+            pos = int(np.flatnonzero((rows == a) & (cols == a))[0])
+            th[i + pos] = np.sqrt(sb2 / msw)
+        i += len(rows)
+    return th
+
+
+def fit_schur(st: SchurStats, theta0: np.ndarray, structure: Any, reml: bool,
+              max_iter: int = 100) -> dict[str, Any]:
+    """Minimise the profiled deviance of the blocked layout; every estimate (working scale).
+
+    Same keys as :func:`~ctxppl.models.mixed._reml.fit_gaussian`, with ``b`` and
+    ``condvar`` as per-block lists in design order.
+    """
+    host = SchurHost(st, structure, reml)
+    n = float(st.n)
+
+    def fg(x: np.ndarray, grad: bool) -> dict[str, Any]:
+        o = host.evaluate(x, grad=grad)
+        if np.isfinite(o["dev"]):
+            o = {**o, "dev": o["dev"] / n}
+            if grad:
+                o["grad"] = o["grad"] / n
+        return o
+
+    x, cur, it, status = minimize_bfgs(fg, theta0, max_iter=max_iter)
+    fin = host.evaluate(x, grad=False, effects=True)
+    p = host.p
+    sigma2 = fin["r2"] / (n - p) if reml else fin["r2"] / n
+    vcov = sigma2 * np.linalg.inv(fin["Pxx"])
+    b: list[Any] = [None] * len(structure.sizes)
+    cv: list[Any] = [None] * len(structure.sizes)
+    j = 0
+    for i in host.first:
+        q = structure.sizes[i][1]
+        b[i] = fin["b1"][:, j:j + q]
+        cv[i] = sigma2 * fin["cv1"][:, j:j + q, j:j + q]
+        j += q
+    r = 0
+    for k, i in enumerate(host.rest):
+        G, q = structure.sizes[i]
+        b[i] = fin["b2"][r:r + G * q].reshape(G, q)
+        cv[i] = sigma2 * fin["cv2"][k]
+        r += G * q
+    return {"theta": x, "beta": fin["beta"], "sigma2": sigma2, "vcov": vcov, "b": b,
+            "condvar": cv, "deviance": fin["dev"], "grad": cur["grad"], "num_iter": it,
+            "status": status}
