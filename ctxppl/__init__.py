@@ -11,20 +11,26 @@ The core (primitives, ``nn``, ``handlers``, ``infer``) is imported eagerly; the 
 
 import importlib as _importlib
 
-from ctxppl import handlers as handlers
-from ctxppl import nn as nn
-from ctxppl._primitives import PlateInfo as PlateInfo
-from ctxppl._primitives import context as context
-from ctxppl._primitives import contextual as contextual
-from ctxppl._primitives import encoder as encoder
-from ctxppl._primitives import plate as plate
-from ctxppl.infer import Fit as Fit
-from ctxppl.infer import FitError as FitError
-from ctxppl.infer import fit as fit
-from ctxppl.infer import fit_many as fit_many
-from ctxppl.infer import load as load
-
 __version__ = "0.1.0"
+
+from ctxppl._cache import enable_compilation_cache as _enable_compilation_cache  # noqa: E402
+
+# JAX's persistent compilation cache in a per-user folder, before anything compiles; only
+# JAX's config is set (CTXPPL_NO_CACHE=1 turns it off; see ctxppl/_cache.py)
+_enable_compilation_cache(__version__)
+
+from ctxppl import handlers as handlers  # noqa: E402
+from ctxppl import nn as nn  # noqa: E402
+from ctxppl._primitives import PlateInfo as PlateInfo  # noqa: E402
+from ctxppl._primitives import context as context  # noqa: E402
+from ctxppl._primitives import contextual as contextual  # noqa: E402
+from ctxppl._primitives import encoder as encoder  # noqa: E402
+from ctxppl._primitives import plate as plate  # noqa: E402
+from ctxppl.infer import Fit as Fit  # noqa: E402
+from ctxppl.infer import FitError as FitError  # noqa: E402
+from ctxppl.infer import fit as fit  # noqa: E402
+from ctxppl.infer import fit_many as fit_many  # noqa: E402
+from ctxppl.infer import load as load  # noqa: E402
 
 _LAZY_MODULES = ("models", "estimators", "analysis", "plot", "online", "workflow", "datasets")
 _LAZY_NAMES = {"mixed": ("ctxppl.models.mixed", "mixed")}

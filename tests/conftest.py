@@ -5,6 +5,11 @@ import zlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One persistent compilation cache for the whole suite (every xdist worker and every
+# subprocess a test starts inherits it): a program compiled by one test is loaded by the
+# next process that needs it. Kept beside pytest's own cache (`make clean` removes it).
+os.environ.setdefault("CTXPPL_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "xla"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

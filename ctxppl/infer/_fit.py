@@ -135,7 +135,7 @@ def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, 
     opts = _options(method, options)
     key = normalize_key(key)
     args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
-    structure = model_structure(model, args, kwargs)
+    structure = model_structure(model, args, kwargs, full=True)  # predict's, reused by it
     if opts.get("plate") is not None:
         _plate_size(structure, opts["plate"], "plate")
     return opts, key, args, kwargs, structure
@@ -217,7 +217,7 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
     weights, val = _val_weights(opts, structure, key)
     spec = _spec(method, opts)
     with progress_bar(spec.loop.num_steps, f"ctxppl {method}", opts["progress"]) as token:
-        out = run_opt(model, spec, key, args, kwargs, weights, val, jnp.asarray(token))
+        out = run_opt(model, spec, key, args, kwargs, weights, val, np.int32(token))
     out = jax.device_get(out)
     info = out["info"]
     code = int(info["status"])
@@ -385,7 +385,7 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
     place = FitSharding(devs, B)
     with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", opts["progress"]) as token:
         out = run_opt_many(model, spec, place.per_fit(keys), *place.shared((args, kwargs)),
-                           place.per_fit(W), place.per_fit(V), jnp.asarray(token))
+                           place.per_fit(W), place.per_fit(V), np.int32(token))
     out = place.unpad(jax.device_get(out))
     info = out["info"]
     codes = np.asarray(info["status"])

@@ -82,11 +82,14 @@ def make_guide(guide: Any, model: Callable, init_strategy: Callable | None = Non
     return guide(model)
 
 
-def _point_stepper(spec, train, full, args, kwargs, val_model, jacobian):  # noqa: ANN001, ANN202
+def _point_stepper(spec, train, full, args, kwargs, val_model, jacobian, names):  # noqa: ANN001, ANN202
+    """The MAP / Laplace stepper; tracing ``init`` records the latent site names in
+    ``names["latents"]`` (so the model is not traced again to learn them)."""
     tx = make_optimizer(spec)
 
     def init(key):  # noqa: ANN001, ANN202
-        u, _, _ = initial_unconstrained(train, key, args, kwargs, spec.init_strategy)
+        u, names["latents"], _ = initial_unconstrained(train, key, args, kwargs,
+                                                       spec.init_strategy)
         return u, tx.init(u)
 
     def step(state, key):  # noqa: ANN001, ANN202
@@ -137,10 +140,11 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
     out: dict[str, Any] = {"samples": None, "guide_params": None}
     if spec.method in ("map", "laplace"):
         jacobian = spec.method == "laplace"
-        stepper = _point_stepper(spec, train, full, args, kwargs, val_model, jacobian)
+        names: dict[str, Any] = {}
+        stepper = _point_stepper(spec, train, full, args, kwargs, val_model, jacobian, names)
         state, info = optimize(stepper, k_fit, spec.loop, token)
         u = state[0]
-        _, latents, _ = initial_unconstrained(full, k_post, args, kwargs, spec.init_strategy)
+        latents = names["latents"]
         out["values"] = constrained_values(full, u, k_post, args, kwargs)
         if jacobian and latents:
             draws, ok, h = _laplace_draws(full, u, latents, k_post, args, kwargs,

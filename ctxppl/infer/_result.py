@@ -15,7 +15,7 @@ from numpyro.infer import Predictive
 
 from ctxppl.infer._arviz import make_arviz
 from ctxppl.infer._format import save_fit
-from ctxppl.infer._sites import model_structure, param_templates, wrap_model
+from ctxppl.infer._sites import model_structure, wrap_model
 from ctxppl.infer._validate import normalize_inputs, normalize_key
 
 __all__ = ["Fit", "FitError"]
@@ -25,7 +25,13 @@ class FitError(RuntimeError):
     """A fit broke down (NaN/inf loss, indefinite Hessian, ...). The message says where."""
 
 
-def _predict_impl(model, key, posterior, params, args, kwargs, sites, batched):  # noqa: ANN001, ANN202
+def _predict_impl(model, key, fold, posterior, params, args, kwargs, sites, batched,  # noqa: ANN001, ANN202
+                  squeeze):
+    # the default key (fold_in of the fit's key) and the squeeze of point fits' draw axis are
+    # inside the one compiled program: no extra small programs per call
+    if fold:
+        key = jax.random.fold_in(key, 7)
+
     def one(key, posterior, params):  # noqa: ANN001, ANN202
         if posterior:
             pred = Predictive(wrap_model(model, full=True), posterior, params=params,
@@ -36,9 +42,13 @@ def _predict_impl(model, key, posterior, params, args, kwargs, sites, batched): 
         return pred(key, *args, **kwargs)
 
     if not batched:
-        return one(key, posterior, params)
-    n = jax.tree_util.tree_leaves((posterior, params))[0].shape[0]
-    return jax.vmap(one)(jax.random.split(key, n), posterior, params)
+        out = one(key, posterior, params)
+    else:
+        n = jax.tree_util.tree_leaves((posterior, params))[0].shape[0]
+        out = jax.vmap(one)(jax.random.split(key, n), posterior, params)
+    if squeeze:
+        out = {k: jnp.squeeze(v, axis=int(batched)) for k, v in out.items()}
+    return out
 
 
 _predict = eqx.filter_jit(_predict_impl)
@@ -135,12 +145,17 @@ class Fit:
 
         For point fits (MAP) this is the point estimate with one draw.
         """
+        return self._draws(jnp)
+
+    def _draws(self, xp: Any) -> dict[str, Any]:
+        # ``xp=np`` in predict: host arrays, no small eager programs compiled per site
         nb = len(self.batch_shape)
         if self.samples is None:
             lat = {k: v for k, v in self.params.items() if k not in self.param_names}
-            return jax.tree_util.tree_map(lambda a: jnp.expand_dims(a, nb), lat)
+            return jax.tree_util.tree_map(lambda a: xp.expand_dims(xp.asarray(a), nb), lat)
         return jax.tree_util.tree_map(
-            lambda a: jnp.reshape(a, a.shape[:nb] + (-1,) + a.shape[nb + 2:]), self.samples)
+            lambda a: xp.reshape(xp.asarray(a), a.shape[:nb] + (-1,) + a.shape[nb + 2:]),
+            self.samples)
 
     def _need_model(self, what: str) -> None:
         if self.model is None:
@@ -149,15 +164,9 @@ class Fit:
                              f"without one{saved}. Pass `model=` to ctx.load (ctxppl never "
                              "imports or runs code named by a file).")
 
-    def _site_names(self, args: tuple, kwargs: dict) -> tuple[str, ...]:
-        structure = model_structure(wrap_model(self.model, full=True), args, kwargs)
-        return tuple(n for n, s in structure.sites.items()
-                     if s.type in ("sample", "deterministic") and not n.startswith("_"))
-
-    def _check_param_structure(self, args: tuple, kwargs: dict) -> None:
-        """The fitted ``param`` values must fit the model at these arguments."""
+    def _check_param_structure(self, now: dict[str, Any]) -> None:
+        """The fitted ``param`` values must fit the model's ``param`` sites ``now``."""
         nb = len(self.batch_shape)
-        now = param_templates(self.model, args, kwargs)
         for name in self.param_names:
             fitted = self.params.get(name)
             ok = name in now
@@ -203,17 +212,20 @@ class Fit:
         if not args and not kwargs:
             args, kwargs = self.args, self.kwargs
         args, kwargs = normalize_inputs(self.model, args, kwargs)
-        key = jax.random.fold_in(self.key, 7) if key is None else normalize_key(key)
-        self._check_param_structure(args, kwargs)
-        sites = tuple(return_sites) if return_sites is not None else self._site_names(args,
-                                                                                      kwargs)
+        fold = key is None
+        key = self.key if fold else normalize_key(key)
+        structure = model_structure(self.model, args, kwargs, full=True)
+        self._check_param_structure(structure.params)
+        if return_sites is not None:
+            sites = tuple(return_sites)
+        else:
+            sites = tuple(n for n, s in structure.sites.items()
+                          if s.type in ("sample", "deterministic") and not n.startswith("_"))
         nb = len(self.batch_shape)
-        posterior = self.posterior()
+        posterior = self._draws(np)
         params = {k: self.params[k] for k in self.param_names}
-        out = _predict(self.model, key, posterior, params, args, kwargs, sites, bool(nb))
-        if self.samples is None:
-            out = {k: jnp.squeeze(v, axis=nb) for k, v in out.items()}
-        return out
+        return _predict(self.model, key, fold, posterior, params, args, kwargs, sites,
+                        bool(nb), self.samples is None)
 
     # ------------------------------------------------------------------ export
     def to_arviz(self) -> Any:
@@ -239,7 +251,7 @@ class Fit:
             raise ValueError("to_arviz() needs a single fit; use fit[i].to_arviz() on a "
                              "fit_many result.")
         full = wrap_model(self.model, full=True)
-        structure = model_structure(full, self.args, self.kwargs)
+        structure = model_structure(self.model, self.args, self.kwargs, full=True)
         samples = self.samples
         if samples is None:
             lat = {k: v for k, v in self.params.items() if k not in self.param_names}

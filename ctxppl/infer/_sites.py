@@ -5,6 +5,8 @@ Everything here works inside ``jax.jit`` (the model is traced, nothing is concre
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -144,19 +146,7 @@ def _abstract_trace(model, key, args, kwargs):  # noqa: ANN001, ANN202
 
 def param_templates(model, args, kwargs):  # noqa: ANN001, ANN201
     """Abstract values (pytrees of ShapeDtypeStruct) of every ``param`` site."""
-    out: dict[str, Any] = {}
-
-    def run(key, args, kwargs):  # noqa: ANN001, ANN202
-        tr = _abstract_trace(model, key, args, kwargs)
-        for n, s in tr.items():
-            if s["type"] == "param":
-                out[n] = jax.tree_util.tree_map(
-                    lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
-                    s["value"])
-        return 0
-
-    eqx.filter_eval_shape(run, jax.random.key(0), args, kwargs)
-    return out
+    return model_structure(model, args, kwargs).params
 
 
 class SiteInfo(NamedTuple):
@@ -168,19 +158,21 @@ class SiteInfo(NamedTuple):
 
 
 class ModelStructure(NamedTuple):
-    """Shape-level description of a model run: plates and sites (no values)."""
+    """Shape-level description of a model run: plates, sites and the abstract values of the
+    ``param`` sites (no values). Shared between callers: treat it as read-only."""
 
     plates: dict[str, int]
     sites: dict[str, SiteInfo]
+    params: dict[str, Any]
 
 
-def model_structure(model, args, kwargs, key=None):  # noqa: ANN001, ANN201
-    """Trace ``model`` abstractly (``eqx.filter_eval_shape``): its plates and sites."""
+def _trace_structure(model, args, kwargs):  # noqa: ANN001, ANN202
     out: dict[str, Any] = {}
 
-    def run(key, args, kwargs):  # noqa: ANN001, ANN202
-        tr = _abstract_trace(model, key, args, kwargs)
-        plates, sites = {}, {}
+    def run(args, kwargs):  # noqa: ANN001, ANN202
+        # the key is made inside the abstract trace: no seeding program is compiled
+        tr = _abstract_trace(model, jax.random.key(0), args, kwargs)
+        plates, sites, params = {}, {}, {}
         for n, s in tr.items():
             if s["type"] == "plate":
                 plates[n] = int(s["args"][0])
@@ -192,12 +184,57 @@ def model_structure(model, args, kwargs, key=None):  # noqa: ANN001, ANN201
                     event_ndim = len(s["fn"].event_shape)
                 elif s["type"] == "param":
                     event_ndim = s["kwargs"].get("event_dim") or 0
+                    params[n] = jax.tree_util.tree_map(
+                        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                        s["value"])
                 else:  # deterministic: assume its batch dims are exactly the plates' dims
                     event_ndim = max(len(shape) - max([-d for _, d in frames], default=0), 0)
                 sites[n] = SiteInfo(s["type"], shape, bool(s.get("is_observed", False)),
                                     frames, event_ndim)
-        out["structure"] = ModelStructure(plates, sites)
+        out["structure"] = ModelStructure(plates, sites, params)
         return 0
 
-    eqx.filter_eval_shape(run, jax.random.key(0) if key is None else key, args, kwargs)
+    eqx.filter_eval_shape(run, args, kwargs)
     return out["structure"]
+
+
+# Structures already traced, keyed by the model and the shapes/dtypes of the array arguments
+# (values of the other arguments): a second fit, predict or to_arviz at the same shapes does
+# not trace the model again. Derived values only, like jit's own cache.
+_STRUCTURES: OrderedDict[Any, ModelStructure] = OrderedDict()
+_STRUCTURES_SIZE = 64
+_STRUCTURES_LOCK = threading.Lock()
+
+
+def _structure_key(model, full, args, kwargs):  # noqa: ANN001, ANN202
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    sig = tuple((tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False)))
+                if hasattr(x, "shape") and hasattr(x, "dtype") else (type(x), x)
+                for x in leaves)
+    key = (model, full, treedef, sig)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable model or argument: trace every time
+        return None
+    return key
+
+
+def model_structure(model, args, kwargs, full=False):  # noqa: ANN001, ANN201
+    """Trace ``model`` abstractly (``eqx.filter_eval_shape``): its plates, sites and param
+    shapes; ``full=True`` traces it with every plate at full size (no subsampling), as
+    ``predict`` runs it. Remembered per model and argument shapes (the last 64)."""
+    cache_key = _structure_key(model, full, args, kwargs)
+    if cache_key is not None:
+        with _STRUCTURES_LOCK:
+            hit = _STRUCTURES.get(cache_key)
+            if hit is not None:
+                _STRUCTURES.move_to_end(cache_key)
+                return hit
+    traced = wrap_model(model, full=True) if full else model
+    structure = _trace_structure(traced, args, kwargs)
+    if cache_key is not None:
+        with _STRUCTURES_LOCK:
+            _STRUCTURES[cache_key] = structure
+            while len(_STRUCTURES) > _STRUCTURES_SIZE:
+                _STRUCTURES.popitem(last=False)
+    return structure

@@ -1,0 +1,162 @@
+"""JAX's persistent compilation cache as ``import ctxppl`` sets it up (ctxppl/_cache.py).
+
+Every claim is checked in fresh processes, the only place the cache matters: a second
+process loads what the first compiled (cache hits counted through ``jax.monitoring``), two
+processes writing one folder at once leave it intact, a corrupted entry costs a warning and
+a recompilation (never a wrong answer or a crash), a folder of another version is never
+read, ``CTXPPL_NO_CACHE=1`` and a user's own cache settings are respected.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ctxppl._cache import ENV_DIR, ENV_OFF, cache_folder, enable_compilation_cache
+
+# `fit`: a tiny MAP fit (its one program compiles in ~1 s, above ctxppl's 0.1 s threshold);
+# `import`: only import ctxppl. Prints the cache events of the process, the folder in use,
+# every warning and the fitted value.
+CHILD = r"""
+import json, sys, warnings
+from jax import monitoring
+
+counts = {"hits": 0, "misses": 0}
+names = {"/jax/compilation_cache/cache_hits": "hits",
+         "/jax/compilation_cache/cache_misses": "misses"}
+monitoring.register_event_listener(
+    lambda event, **kw: event in names and counts.__setitem__(names[event],
+                                                              counts[names[event]] + 1))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if len(sys.argv) > 2:  # a cache the user configured before importing ctxppl
+        import jax
+        jax.config.update("jax_compilation_cache_dir", sys.argv[2])
+    import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    import ctxppl as ctx
+
+    def model(x, y=None):
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        with ctx.plate("n", x.shape[0]):
+            numpyro.sample("y", dist.Normal(b * x, 1.0), obs=y)
+
+    b = None
+    if sys.argv[1] == "fit":
+        x = jnp.linspace(0.0, 1.0, 8)
+        fit = ctx.fit(model, x, 2.0 * x, key=0, num_steps=50, progress=False)
+        b = float(fit.params["b"])
+print(json.dumps({**counts, "dir": jax.config.jax_compilation_cache_dir, "b": b,
+                  "min_compile_secs": jax.config.jax_persistent_cache_min_compile_time_secs,
+                  "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}))
+"""
+
+
+def _env(root, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CTXPPL_", "JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env.update({ENV_DIR: str(root), "JAX_PLATFORMS": "cpu"}, **extra)
+    return env
+
+
+def _start(root, *argv, **extra):
+    argv = argv or ("fit",)
+    return subprocess.Popen([sys.executable, "-c", CHILD, *argv], env=_env(root, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(root, *argv, **extra):
+    return _result(_start(root, *argv, **extra))
+
+
+def _entries(folder):
+    return sorted(p for p in os.listdir(folder) if p.endswith("-cache"))
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A cache written by two processes at once (same programs, same keys, same moment)."""
+    root = tmp_path_factory.mktemp("cache")
+    first, second = _start(root), _start(root)
+    return root, [_result(first), _result(second)]
+
+
+def test_concurrent_writers_then_a_second_process_loads_everything(written, tmp_path):
+    root, writers = written
+    folder = writers[0]["dir"]
+    assert os.path.dirname(folder) == str(root)
+    assert all(w["dir"] == folder and w["warnings"] == [] for w in writers)
+    assert sum(w["misses"] for w in writers) >= 1  # something was compiled and written
+    entries = _entries(folder)
+    assert entries
+    # a folder of another version holding garbage under the same names is never read
+    other = root / "jax0.0.0-jaxlib0.0.0-ctxppl0.0.0"
+    other.mkdir()
+    for name in entries:
+        (other / name).write_bytes(b"not an executable")
+    reader = _run(root)
+    assert reader["warnings"] == []
+    assert reader["misses"] == 0 and reader["hits"] >= 1
+    assert reader["b"] == writers[0]["b"] == writers[1]["b"]
+    assert _entries(folder) == entries  # nothing rewritten, nothing torn
+
+
+def test_corrupted_entry_warns_and_recompiles(written, tmp_path):
+    root, writers = written
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    folder = copy / os.path.basename(writers[0]["dir"])
+    biggest = max(_entries(folder), key=lambda n: os.path.getsize(folder / n))
+    data = (folder / biggest).read_bytes()
+    (folder / biggest).write_bytes(data[: len(data) // 2])  # a write cut short
+    out = _run(copy)
+    assert out["b"] == writers[0]["b"]  # recompiled: the same answer
+    assert any("Error reading persistent compilation cache entry" in w
+               for w in out["warnings"]), out["warnings"]
+    assert out["misses"] >= 1
+
+
+def test_no_cache_env_leaves_jax_alone(tmp_path):
+    out = _run(tmp_path / "root", "import", **{ENV_OFF: "1"})
+    assert out["dir"] is None and out["hits"] == out["misses"] == 0
+    assert out["min_compile_secs"] == 1.0  # JAX's default, untouched
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_a_cache_the_user_configured_is_kept(tmp_path, how):
+    mine = str(tmp_path / "mine")
+    if how == "env":
+        out = _run(tmp_path / "root", "import", JAX_COMPILATION_CACHE_DIR=mine)
+    else:
+        out = _run(tmp_path / "root", "import", mine)
+    assert out["dir"] == mine
+    assert out["min_compile_secs"] == 1.0  # the user's settings, not ctxppl's
+    assert not (tmp_path / "root").exists()
+
+
+def test_folder_is_keyed_by_versions(tmp_path):
+    env = {ENV_DIR: str(tmp_path)}
+    a, b = cache_folder("1.0", env), cache_folder("1.1", env)
+    assert a != b and os.path.dirname(a) == os.path.dirname(b) == str(tmp_path)
+    import jax
+    import jaxlib
+
+    assert jax.__version__ in a and jaxlib.__version__ in a
+
+
+def test_switches_checked_before_any_work(tmp_path):
+    # off switch, a user's JAX_COMPILATION_CACHE_DIR: nothing is created or configured
+    for env in ({ENV_OFF: "1", ENV_DIR: str(tmp_path / "a")},
+                {ENV_OFF: "true", ENV_DIR: str(tmp_path / "a")},
+                {"JAX_COMPILATION_CACHE_DIR": "x", ENV_DIR: str(tmp_path / "a")}):
+        assert enable_compilation_cache("1.0", env) is None
+    assert not (tmp_path / "a").exists()
