@@ -338,6 +338,13 @@ def contextual(
         (4, 2)
     """
     c, info = context(plate)
+    in_size = getattr(encoder, "in_size", None)
+    if isinstance(in_size, int) and jnp.ndim(c) >= 2 and jnp.shape(c)[-1] != in_size:
+        raise ValueError(
+            f"ctx.contextual({name!r}): the encoder ({type(encoder).__name__}) takes contexts "
+            f"of width in_size={in_size}, but the context of ctx.plate({info.name!r}) has width "
+            f"{jnp.shape(c)[-1]} (shape {tuple(jnp.shape(c))}); build the encoder with "
+            f"in_size={jnp.shape(c)[-1]}, e.g. ctx.nn.{type(encoder).__name__}(C.shape[-1], ...).")
     out = jax.vmap(encoder)(c)
     member_shape = tuple(out.shape[1:])
     if event_shape is not None and tuple(event_shape) != member_shape:

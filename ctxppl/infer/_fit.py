@@ -18,7 +18,12 @@ from ctxppl.infer._nuts import run_nuts
 from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
 from ctxppl.infer._result import Fit, FitError
 from ctxppl.infer._sites import model_structure
-from ctxppl.infer._validate import normalize_inputs, normalize_key
+from ctxppl.infer._validate import (
+    check_broadcasting,
+    check_nonempty,
+    normalize_inputs,
+    normalize_key,
+)
 
 __all__ = ["fit", "fit_many", "METHODS", "DEFAULTS"]
 
@@ -27,7 +32,8 @@ METHODS = ("map", "laplace", "svi", "nuts")
 _OPT = {"num_steps": 5000, "learning_rate": 1e-2, "optimizer": "adam", "tol": 1e-6,
         "window": 100, "patience": 5, "clip_norm": None, "batch_size": None,
         "init_strategy": init_to_median, "progress": True, "plate": None, "weights": None,
-        "val_split": None, "val_weights": None, "on_failure": "raise"}
+        "val_split": None, "val_weights": None, "on_failure": "raise",
+        "check_broadcast": True}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "map": dict(_OPT),
     "laplace": {**_OPT, "num_samples": 1000},
@@ -35,8 +41,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "nuts": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "chain_method": "auto",
              "target_accept_prob": 0.8, "max_tree_depth": 10, "dense_mass": False,
              "thinning": 1, "init_strategy": init_to_median, "progress": True, "plate": None,
-             "weights": None, "map_options": None, "on_failure": "warn"},
+             "weights": None, "map_options": None, "on_failure": "warn",
+             "check_broadcast": True},
 }
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
 
 
 def _options(method: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -49,10 +60,10 @@ def _options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     opts = {**DEFAULTS[method], **options}
     for name in ("num_steps", "num_samples", "num_warmup", "num_chains", "window", "patience",
                  "num_particles", "thinning"):
-        if name in opts and (not isinstance(opts[name], int | np.integer) or opts[name] < 1):
+        if name in opts and (not _is_int(opts[name]) or opts[name] < 1):
             raise ValueError(f"`{name}` must be a positive int; got {opts[name]!r}.")
     if opts.get("batch_size") is not None and (
-            not isinstance(opts["batch_size"], int | np.integer) or opts["batch_size"] < 1):
+            not _is_int(opts["batch_size"]) or opts["batch_size"] < 1):
         raise ValueError(f"`batch_size` must be a positive int or None; got "
                          f"{opts['batch_size']!r}.")
     if "optimizer" in opts and isinstance(opts["optimizer"], str) and \
@@ -135,7 +146,13 @@ def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, 
     opts = _options(method, options)
     key = normalize_key(key)
     args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
-    structure = model_structure(model, args, kwargs, full=True)  # predict's, reused by it
+    try:
+        structure = model_structure(model, args, kwargs, full=True)  # predict's, reused by it
+    except (AssertionError, ValueError, IndexError) as e:  # e.g. numpyro on a 0-size plate
+        check_nonempty(model, args, kwargs, e)
+        raise
+    if opts["check_broadcast"]:
+        check_broadcasting(structure)
     if opts.get("plate") is not None:
         _plate_size(structure, opts["plate"], "plate")
     return opts, key, args, kwargs, structure
@@ -186,7 +203,11 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
         **options: Method options; see ``ctx.infer.DEFAULTS[method]``. Common ones:
             ``num_steps``, ``learning_rate``, ``optimizer``, ``tol``, ``batch_size`` +
             ``plate``, ``weights`` + ``plate`` (per-member weights), ``val_split`` +
-            ``plate`` (early stopping), ``progress``, ``on_failure`` (``"raise"``/``"warn"``).
+            ``plate`` (early stopping), ``progress``, ``on_failure`` (``"raise"``/``"warn"``),
+            ``check_broadcast`` (default ``True``: an observed value whose shape broadcasts
+            its distribution to more terms, e.g. ``Y`` of shape ``(N, 1)`` in a plate of
+            ``N``, raises a ``ValueError`` before any work; ``False`` for a model that means
+            it).
 
     Returns:
         A :class:`Fit`.
@@ -248,7 +269,8 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
         w = _check_weights(opts["weights"], size, "weights")
     map_fit = None
     if param_names:
-        map_opts = {"progress": opts["progress"], **(opts["map_options"] or {})}
+        map_opts = {"progress": opts["progress"], "check_broadcast": opts["check_broadcast"],
+                    **(opts["map_options"] or {})}
         if opts["weights"] is not None:
             map_opts.update(weights=opts["weights"], plate=opts["plate"])
         map_fit = fit(model, *args, method="map", key=k_map, model_kwargs=kwargs, **map_opts)

@@ -75,7 +75,8 @@ def _runner(model: Callable, treedef: Any, statics: tuple, opts: dict[str, Any],
     is one ``jax.jit`` program, compiled once. With a progress bar numpyro steps the chains
     from Python; then the ``MCMC`` object itself is kept, whose compiled warm-up/sampling
     step is reused (only its initialisation is re-traced), and a lock keeps two threads from
-    driving it at once. Chains in parallel over devices (``pmap``) take the second route too.
+    driving it at once. Chains in parallel over devices (``pmap``) are jit-compiled like the
+    others (jit of pmap), so every chain count and chain method reuses its compiled sampler.
     """
     def build(progress: bool) -> MCMC:
         program = _program(model, treedef, statics, opts["plate"])
@@ -93,7 +94,7 @@ def _runner(model: Callable, treedef: Any, statics: tuple, opts: dict[str, Any],
                 mcmc.get_extra_fields(group_by_chain=True)["diverging"])
 
     mcmc = build(bool(opts["progress"]))
-    if mcmc.progress_bar or method == "parallel":
+    if mcmc.progress_bar:
         return (lambda key, fixed, arrays, weights: drive(mcmc, key, fixed, arrays, weights),
                 threading.Lock())
 
@@ -147,8 +148,9 @@ def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, An
     """
     num_chains = int(opts["num_chains"])
     method = opts["chain_method"]
-    if method == "auto":
-        method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+    if method == "auto":  # one chain: vectorized (no pmap), so the compiled sampler is reused
+        method = ("parallel" if num_chains > 1 and jax.local_device_count() >= num_chains
+                  else "vectorized")
     run, lock, arrays = _cached_runner(model, args, kwargs, opts, fixed, weights, method)
     try:
         with warnings.catch_warnings():

@@ -155,6 +155,7 @@ class SiteInfo(NamedTuple):
     observed: bool
     plates: tuple[tuple[str, int], ...]  # (plate name, dim) for each enclosing plate
     event_ndim: int
+    batch_shape: tuple[int, ...] | None = None  # the distribution's (sample sites)
 
 
 class ModelStructure(NamedTuple):
@@ -189,8 +190,9 @@ def _trace_structure(model, args, kwargs):  # noqa: ANN001, ANN202
                         s["value"])
                 else:  # deterministic: assume its batch dims are exactly the plates' dims
                     event_ndim = max(len(shape) - max([-d for _, d in frames], default=0), 0)
+                batch = tuple(s["fn"].batch_shape) if s["type"] == "sample" else None
                 sites[n] = SiteInfo(s["type"], shape, bool(s.get("is_observed", False)),
-                                    frames, event_ndim)
+                                    frames, event_ndim, batch)
         out["structure"] = ModelStructure(plates, sites, params)
         return 0
 

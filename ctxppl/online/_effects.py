@@ -566,6 +566,13 @@ class RandomEffects:
         X = _as_float(X, self.dtype, (n, self.num_features), "X")
         offset = (np.zeros(n, self.dtype) if offset is None
                   else _as_float(offset, self.dtype, (n,), "offset"))
+        for name, arr in (("X", X), ("offset", offset)):  # as update does: no silent NaN out
+            bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"`{name}` has NaN/inf in {int(bad.sum())} record(s) (first: "
+                                 f"record {i}, entity {keys[i:i + 1].tolist()[0]!r}); a "
+                                 "prediction from it would be NaN. Drop or impute them.")
         codes, uniq = _factorize(keys)
         ctx_u = None
         if context is not None:
