@@ -53,7 +53,10 @@ MIXED_RUNS = [
 ]
 
 
-@pytest.mark.parametrize("i", range(len(FIT_RUNS)))
+# the NUTS and SVI runs compile the most: they run under `make test-slow` (markers below);
+# map, bootstraps, NGAM, archetypes and mixed run in `make test`
+@pytest.mark.parametrize("i", [0, pytest.param(1, marks=pytest.mark.slow),
+                               pytest.param(2, marks=pytest.mark.slow), 3])
 def test_every_fit_option_runs(i, csv, tmp_path):
     path, df = csv
     out = tmp_path / "out"
