@@ -30,6 +30,7 @@ from ctxppl.cli._output import (
     report,
     safe_name,
     summary_table,
+    wants_posterior,
     write_posterior,
     write_table,
 )
@@ -212,14 +213,16 @@ def run_fit(args: Any) -> dict[str, Any]:
         if k in diag:  # one value, or one per bootstrap fit
             v = np.asarray(diag[k]) if not isinstance(diag[k], str | list) else diag[k]
             metrics[k] = v.tolist() if isinstance(v, np.ndarray) else v
-    idata, arviz_note = arviz_of(est.fit_)
     with output_folder(args.out) as out:  # all or nothing: a failure leaves --out as it was
         files = write_table(table, out, "params")
         files += write_table(summary, out, "summary")
-        nc, note = write_posterior(idata, out)
-        note = "; ".join(n for n in (arviz_note, note) if n) or None
-        files += nc
-        if not args.no_plots:
+        note = None
+        if wants_posterior(args):  # ArviZ + netCDF: ~1-2 s, so only when asked or useful
+            idata, arviz_note = arviz_of(est.fit_)
+            nc, note = write_posterior(idata, out)
+            note = "; ".join(n for n in (arviz_note, note) if n) or None
+            files += nc
+        if args.plots:
             files += _plots(args.model, table.drop(columns=[ids.name]), C, context, predictors,
                             est, out)
         est.save(os.path.join(out, "model.npz"))

@@ -38,6 +38,18 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="no progress bars, status lines or tables")
 
 
+def _outputs(p: argparse.ArgumentParser) -> None:
+    """The optional (slower) outputs of ``fit`` and ``mixed --out``."""
+    g = p.add_argument_group(
+        "optional outputs", "the tables, metrics and saved model are always written; these "
+        "cost about a second each (matplotlib, ArviZ + netCDF) and are one flag away")
+    g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=False,
+                   help="write the PNG plots (default: no plots)")
+    g.add_argument("--posterior", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the posterior as ArviZ netCDF (posterior.nc) (default: yes for "
+                   "posterior methods -- svi, nuts, laplace --, no for map)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``ctxppl`` command.
 
@@ -67,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit", help="fit a contextualized / mixed model to a CSV file",
         description="Fit a model in which every row gets its own parameters from its context "
-        "columns, and write per-row parameters, the posterior (ArviZ netCDF), a summary and "
-        "plots into --out.", epilog=_FIT_EPILOG,
+        "columns, and write per-row parameters, a summary, metrics and the saved model into "
+        "--out (with --posterior the ArviZ netCDF, with --plots PNG plots).",
+        epilog=_FIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("data", metavar="DATA.csv", help="input CSV with a header row")
     fit.add_argument("--context", metavar="C1,C2", help="context columns (numeric); for "
@@ -111,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-slopes", action="store_true",
                    help="--model mixed: per-group slopes of every predictor, not only "
                    "intercepts")
-    fit.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    _outputs(fit)
     _common(fit)
 
     pr = sub.add_parser("predict", help="predict new rows with a folder written by `fit`",
@@ -128,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mx = sub.add_parser("mixed", help="fit an lme4-style mixed model, e.g. 'y ~ x + (1|g)'",
                         description="Fit a mixed-effects model given by an lme4 formula "
-                        "(ctx.mixed) and print its summary; with --out also write tables, "
-                        "per-row coefficients, the posterior and caterpillar plots.",
+                        "(ctx.mixed) and print its summary; with --out also write tables and "
+                        "per-row coefficients (with --posterior the ArviZ netCDF, with --plots "
+                        "caterpillar plots).",
                         epilog="example: ctxppl mixed 'Reaction ~ Days + (Days | Subject)' "
                         "sleepstudy.csv --out sleep/")
     mx.add_argument("formula", metavar="FORMULA", help="e.g. 'y ~ x + (1 | g)'")
@@ -143,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--num-samples", type=int, default=500)
     mx.add_argument("--out", metavar="DIR", default=None, help="also write results here")
     mx.add_argument("--id", metavar="COL", default=None, help="column of unique row ids")
-    mx.add_argument("--no-plots", action="store_true")
+    _outputs(mx)
     _common(mx)
     return p
 

@@ -21,6 +21,7 @@ from ctxppl.cli._output import (
     report,
     safe_name,
     summary_table,
+    wants_posterior,
     write_posterior,
     write_table,
 )
@@ -119,9 +120,11 @@ def _write_mixed(args: Any, res: Any, formula: str, family: str, df: pd.DataFram
     files += write_table(per_row, out, "params")
     summary = summary_table(per_row.drop(columns=[ids.name, "fitted"]))
     files += write_table(summary, out, "summary")
-    nc, note = write_posterior(res.to_arviz(), out)
-    files += nc
-    if not args.no_plots:
+    note = None
+    if wants_posterior(args):
+        nc, note = write_posterior(res.to_arviz(), out)
+        files += nc
+    if args.plots:
         from ctxppl.cli import _plots as P
 
         for name, re in cats:

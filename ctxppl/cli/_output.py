@@ -5,10 +5,14 @@ A fit folder written by ``ctxppl fit`` or ``ctxppl mixed --out`` holds:
 * ``params.csv`` (and ``params.parquet`` when pyarrow is installed): one row per data row,
   keyed by the row id (``--id`` column or the 0-based row number), one column per
   per-sample parameter; posterior methods add ``<param>_q05`` / ``<param>_q95``;
-* ``posterior.nc`` (ArviZ netCDF; without netCDF4/h5netcdf: ``posterior_nc/<group>.nc``,
-  one netCDF3 file per ArviZ group);
 * ``summary.csv`` (each parameter across samples) and ``metrics.json``;
-* PNG plots; ``model.npz`` + ``manifest.json`` for ``ctxppl predict``.
+* ``model.npz`` + ``manifest.json`` for ``ctxppl predict``;
+* with ``--posterior`` (the default for posterior methods): ``posterior.nc`` (ArviZ netCDF;
+  without netCDF4/h5netcdf: ``posterior_nc/<group>.nc``, one netCDF3 file per ArviZ group);
+* with ``--plots``: PNG plots.
+
+The two optional outputs cost more than the rest together (importing matplotlib, building
+ArviZ data and writing netCDF: about a second each), hence behind flags.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from ctxppl._files import atomic_write, replace_folder
 from ctxppl.cli._data import UsageError
 
 __all__ = ["Reporter", "MANIFEST", "FORMAT", "INTERVAL", "safe_name", "write_table",
-           "summary_table", "arviz_of", "write_posterior", "check_out", "output_folder",
-           "finish", "report", "plain", "write_json"]
+           "summary_table", "arviz_of", "wants_posterior", "write_posterior", "check_out",
+           "output_folder", "finish", "report", "plain", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "ctxppl-cli/1"
@@ -99,6 +103,11 @@ def arviz_of(fit: Any) -> tuple[Any, str | None]:
         idata = from_groups({"posterior": post})
         return idata, (f"Fit.to_arviz() failed ({type(e).__name__}: {e}); wrote the posterior "
                        "draws only")
+
+
+def wants_posterior(args: Any) -> bool:
+    """``--posterior`` / ``--no-posterior``, else yes for posterior methods, no for ``map``."""
+    return args.posterior if args.posterior is not None else args.method != "map"
 
 
 def write_posterior(idata: Any, out: str) -> tuple[list[str], str | None]:

@@ -40,7 +40,8 @@ def fitted(data_csv, tmp_path_factory):
     path, df = data_csv
     out = str(tmp_path_factory.mktemp("fit") / "out")
     code = main(["fit", path, "--context", "c1,c2", "--predictors", "x1,x2", "--outcome", "y",
-                 "--id", "pid", "--epochs", "300", "--out", out, "--quiet"])
+                 "--id", "pid", "--epochs", "300", "--plots", "--posterior", "--out", out,
+                 "--quiet"])
     assert code == EXIT_OK
     return out, df
 
@@ -147,7 +148,8 @@ def test_mixed_command_matches_lme4(tmp_path, capsys):
     csv = tmp_path / "sleep.csv"
     sleep.to_csv(csv, index=False)
     out = tmp_path / "m"
-    code = main(["mixed", "Reaction ~ Days + (Days | Subject)", str(csv), "--out", str(out)])
+    code = main(["mixed", "Reaction ~ Days + (Days | Subject)", str(csv), "--out", str(out),
+                 "--plots"])
     assert code == EXIT_OK
     assert "Fixed effects" in capsys.readouterr().out
     fe = pd.read_csv(out / "fixed_effects.csv").set_index("term")["estimate"]

@@ -4,6 +4,8 @@ work, and every documented option of `fit`, `predict` and `mixed` runs at least 
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -38,10 +40,11 @@ def _snapshot(folder):
 FIT_RUNS = [
     ["--context", "c1,c2", "--predictors", "x1,x2", "--outcome", "y", "--encoder", "ngam",
      "--width", "4", "--depth", "1", "--archetypes", "3", "--epochs", "5",
-     "--learning-rate", "0.05", "--bootstraps", "3", "--seed", "3", "--id", "pid"],
+     "--learning-rate", "0.05", "--bootstraps", "3", "--seed", "3", "--id", "pid", "--plots",
+     "--posterior"],
     ["--context", "c1", "--predictors", "x1", "--outcome", "label", "--model",
      "classification", "--encoder", "linear", "--method", "nuts", "--num-samples", "8",
-     "--epochs", "5", "--no-plots"],
+     "--epochs", "5", "--no-plots", "--no-posterior"],
     ["--context", "c1", "--predictors", "x1,x2", "--model", "bayesian-network", "--method",
      "svi", "--num-samples", "8", "--epochs", "5", "--no-plots"],
     ["--context", "g", "--predictors", "x1", "--outcome", "y", "--model", "mixed",
@@ -49,7 +52,8 @@ FIT_RUNS = [
 ]
 MIXED_RUNS = [
     ["count ~ x1 + (1 | g)", "--family", "poisson", "--method", "laplace", "--num-samples",
-     "20", "--id", "pid", "--seed", "1", "--no-plots"],
+     "20", "--id", "pid", "--seed", "1", "--no-plots", "--posterior"],
+    ["y ~ x1 + (1 | g)", "--plots", "--no-posterior"],
 ]
 
 
@@ -65,6 +69,9 @@ def test_every_fit_option_runs(i, csv, tmp_path):
     assert sorted(os.listdir(out)) == sorted(man["files"])  # the run owns its folder
     params = pd.read_csv(out / "params.csv")
     assert len(params) == N and np.all(np.isfinite(params.select_dtypes("number")))
+    posterior = any(f.startswith("posterior") for f in man["files"])
+    assert posterior == (i in (0, 2))  # asked for (0), default for svi (2); nuts said no (1),
+    # map (REML) mixed by default no (3)
     if i == 0:  # --bootstraps 3 with map: per-row 90% intervals, one loss line per fit
         assert man["bootstraps"] == 3 and "loss.png" in man["files"]
         assert params["pid"].tolist() == df["pid"].tolist()
@@ -76,11 +83,15 @@ def test_every_fit_option_runs(i, csv, tmp_path):
         assert "beta_x1_q95" in pd.read_csv(pred).columns
 
 
-def test_every_mixed_option_runs(csv, tmp_path):
+@pytest.mark.parametrize("i", range(len(MIXED_RUNS)))
+def test_every_mixed_option_runs(i, csv, tmp_path):
     path, _ = csv
     out = tmp_path / "m"
-    assert main(["mixed", *MIXED_RUNS[0], path, "--out", str(out), "--quiet"]) == EXIT_OK
-    assert pd.read_csv(out / "params.csv").columns[0] == "pid"
+    assert main(["mixed", *MIXED_RUNS[i], path, "--out", str(out), "--quiet"]) == EXIT_OK
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert pd.read_csv(out / "params.csv").columns[0] == ("pid" if i == 0 else "row")
+    assert any(f.startswith("posterior") for f in files) == (i == 0)
+    assert any(f.endswith(".png") for f in files) == (i == 1)
 
 
 def test_documented_options_are_all_exercised():
@@ -106,7 +117,8 @@ def good_run(csv, tmp_path_factory):
     path, _ = csv
     out = tmp_path_factory.mktemp("good") / "run"
     argv = ["fit", path, "--context", "c1", "--predictors", "x1", "--outcome", "y",
-            "--epochs", "5", "--encoder", "linear", "--out", str(out), "--quiet"]
+            "--epochs", "5", "--encoder", "linear", "--plots", "--posterior", "--out",
+            str(out), "--quiet"]
     assert main(argv) == EXIT_OK
     return argv, out
 
@@ -218,3 +230,19 @@ def test_predict_checks_before_loading(good_run, csv, tmp_path, monkeypatch, cap
     assert main(["predict", str(broken), path, "--quiet"]) == EXIT_USAGE
     assert "model.npz' is not a ctxppl estimator file: it looks truncated" in \
         capfd.readouterr().err
+
+
+def test_default_fit_writes_the_cheap_files_only(csv, tmp_path):
+    """Without --plots / --posterior a MAP fit neither imports matplotlib nor ArviZ/netCDF
+    (each costs about a second of a fresh process) and writes the five core files."""
+    path, _ = csv
+    out = tmp_path / "out"
+    code = ("import sys; from ctxppl.cli import main; rc = main(['fit', sys.argv[1], "
+            "'--context', 'c1', '--predictors', 'x1', '--outcome', 'y', '--epochs', '5', "
+            "'--out', sys.argv[2], '--quiet']); print(rc, sorted(m for m in ('matplotlib', "
+            "'arviz', 'h5py', 'h5netcdf') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, path, str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["manifest.json", "metrics.json", "model.npz",
+                                       "params.csv", "summary.csv"]
