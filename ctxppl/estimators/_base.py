@@ -324,7 +324,7 @@ class ContextualizedBase(BaseEstimator):
         """Load an estimator saved with :meth:`save`."""
         from ctxppl.estimators._io import load_estimator
 
-        return load_estimator(path, cls, base_predictor)
+        return load_estimator(path, ContextualizedBase, cls, base_predictor)
 
     # metadata (besides params) that save/load must round-trip; subclasses extend
     def _fitted_meta(self) -> dict[str, Any]:

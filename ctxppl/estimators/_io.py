@@ -69,12 +69,11 @@ def _restore(template: Any, data: Any, prefix: str, lead: tuple[int, ...]) -> An
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _estimator_class(name: Any, path: str) -> type:
+def _estimator_class(name: Any, path: str, root: type) -> type:
     """The estimator class named ``module.qualname`` in a file, among the classes already
-    defined (subclasses of the estimators' base): nothing is imported or run by name."""
-    from ctxppl.estimators._base import ContextualizedBase
-
-    seen, stack = {}, [ContextualizedBase]
+    defined (``root``, the estimators' base, and its subclasses): nothing is imported or run
+    by name."""
+    seen, stack = {}, [root]
     while stack:
         c = stack.pop()
         seen[f"{c.__module__}.{c.__qualname__}"] = c
@@ -86,10 +85,11 @@ def _estimator_class(name: Any, path: str) -> type:
     return seen[name]
 
 
-def load_estimator(path: str, cls: type | None = None, base_predictor: Any = None) -> Any:
+def load_estimator(path: str, root: type, cls: type | None = None,
+                   base_predictor: Any = None) -> Any:
     data, header = read_npz(path, expect="ctxppl-estimator")
     try:
-        saved_cls = _estimator_class(header.get("class"), path)
+        saved_cls = _estimator_class(header.get("class"), path, root)
         if cls is not None and not issubclass(saved_cls, cls):
             raise TypeError(f"{path!r} holds a {saved_cls.__name__}, not a {cls.__name__}; "
                             f"load it with {saved_cls.__name__}.load.")
