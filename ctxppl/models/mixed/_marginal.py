@@ -27,6 +27,7 @@ from ctxppl.models.mixed._formula import Design
 from ctxppl.models.mixed._laplace import GLMMData, fit_laplace
 from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, theta_size
 from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
+from ctxppl.models.mixed._refine import refine_laplace
 from ctxppl.models.mixed._reml import DENSE_LIMIT, Structure, fit_gaussian, sufficient_stats
 from ctxppl.models.mixed._schur import schur_order, schur_stats
 from ctxppl.models.mixed._schur_host import fit_schur, moment_start
@@ -377,14 +378,21 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
         return np.concatenate([a, np.full((pad,) + a.shape[1:], value, a.dtype)]) if pad else a
 
     ww = np.ones(n) if w is None else w
+    psi0 = np.concatenate([_glm_start(design, X), _glmm_start(design, th0)])
+    timing["stats"] = time.perf_counter() - t
+    t = time.perf_counter()
     data = GLMMData(*(jnp.asarray(padded(a), dt) for a in (design.y, X, Z)),
                     jnp.asarray(padded(cols, 0)), jnp.asarray(padded(ww), dt),
                     jnp.asarray(padded(off), dt),
                     None if trials is None else jnp.asarray(padded(trials, 1.0), dt))
-    psi0 = np.concatenate([_glm_start(design, X), _glmm_start(design, th0)])
-    timing["stats"] = time.perf_counter() - t
-    t = time.perf_counter()
     out = jax.device_get(fit_laplace(data, jnp.asarray(psi0, dt), structure, fam, Q, max_iter))
+    # the last Newton steps and the reported deviance in float64 (NumPy)
+    u_fit = np.asarray(out["u"], float)[:Q] if structure.mode == "block" else \
+        np.asarray(out["u"], float)
+    ref = refine_laplace(fam, design.y, X, Z, cols, ww, off, trials, structure, Q,
+                         np.asarray(out["psi"], float), np.asarray(out["hess"], float), u_fit)
+    out = {**out, "psi": ref["psi"], "deviance": ref["deviance"], "u": ref["u"],
+           "L": ref["L"]}
     timing["optimize"] = time.perf_counter() - t
     psi = np.asarray(out["psi"], float)
     nth = theta_size(structure.layout)
