@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ctxppl.models.mixed._families import Family
 
@@ -145,7 +146,8 @@ def refine_laplace(family: Family, y, X, Z, cols, w, off, trials, structure: Any
     ``deviance``, ``u``, ``L`` and ``grad`` (float64) -- never a worse deviance than at the
     start.
     """
-    with jax.enable_x64(True):
+    # one BLAS thread: LAPACK's threads spin on small matrices on a busy machine
+    with jax.enable_x64(True), threadpool_limits(1, user_api="blas"):
         lap = _Laplace(family, *(np.asarray(a, float) if a is not None and k != 3 else a
                                  for k, a in enumerate((y, X, Z, cols, w, off, trials))),
                        structure=structure, Q=Q)
