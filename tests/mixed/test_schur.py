@@ -87,3 +87,17 @@ def test_schur_fit_matches_dense():
         np.testing.assert_allclose(s.covs[k], d.covs[k], rtol=5e-3, atol=1e-4)
         np.testing.assert_allclose(s.b[k], d.b[k], rtol=5e-3, atol=2e-3)
         np.testing.assert_allclose(s.condvar[k], d.condvar[k], rtol=5e-3, atol=1e-4)
+
+
+def test_schur_limit_is_a_clear_error():
+    """A dense Schur block above SCHUR_LIMIT columns is refused before any work, naming the
+    grouping factors and the way out."""
+    from ctxppl.models.mixed._marginal import SCHUR_LIMIT
+
+    n = 2 * (SCHUR_LIMIT + 1)
+    df = pd.DataFrame({"y": np.arange(n, dtype=float) % 7, "a": np.arange(n) // 2,
+                       "b": np.arange(n) % (SCHUR_LIMIT + 1)})
+    des = _design("y ~ 1 + (1 | a) + (1 | b)", df, "gaussian", None, None, None, None, None,
+                  "raise")
+    with pytest.raises(NotImplementedError, match=r"\['a', 'b'\].*method='laplace'"):
+        choose_structure(des)

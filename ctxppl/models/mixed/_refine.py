@@ -88,9 +88,8 @@ class _Laplace:
         Q, m = self.Q, ZL.shape[1]
         u = (np.zeros((Q, m)) if block else np.zeros(Q)) if u0 is None else u0.copy()
 
-        def eta_of(v: np.ndarray) -> np.ndarray:
-            return eta0 + (np.sum(ZL * v[self.cols], 1) if block else
-                           np.sum(ZL * v[self.cols], 1))
+        def eta_of(v: np.ndarray) -> np.ndarray:  # v[cols]: (n, m) in both layouts
+            return eta0 + np.sum(ZL * v[self.cols], 1)
 
         def system(v: np.ndarray):  # noqa: ANN202
             ll, sc, info = self._elem(eta_of(v), disp)
