@@ -21,6 +21,7 @@ _enable_compilation_cache(__version__)
 
 from ctxppl import handlers as handlers  # noqa: E402
 from ctxppl import nn as nn  # noqa: E402
+from ctxppl._files import FileFormatError as FileFormatError  # noqa: E402
 from ctxppl._primitives import PlateInfo as PlateInfo  # noqa: E402
 from ctxppl._primitives import context as context  # noqa: E402
 from ctxppl._primitives import contextual as contextual  # noqa: E402
@@ -36,7 +37,8 @@ _LAZY_MODULES = ("models", "estimators", "analysis", "plot", "online", "workflow
 _LAZY_NAMES = {"mixed": ("ctxppl.models.mixed", "mixed")}
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",
-           "FitError", "load", "handlers", "nn", "mixed", *_LAZY_MODULES, "__version__"]
+           "FitError", "FileFormatError", "load", "handlers", "nn", "mixed", *_LAZY_MODULES,
+           "__version__"]
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562 lazy submodules

@@ -9,6 +9,7 @@ weight members (``weight``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -292,6 +293,14 @@ def _align(value: jax.Array, dim: int, event_ndim: int) -> jax.Array:
     return jnp.reshape(value, shape)
 
 
+_MSG_MEMBER_SIZED = (
+    "ctx.contextual({name!r}): each member of ctx.plate({plate!r}) gets parameters of shape "
+    "{shape}, with as many values as the plate has members ({size}). That is usually an "
+    "argument that is 1-D where (N, p) was meant, e.g. X of shape (N,) makes "
+    "`ctx.nn.MLP(C.shape[-1], X.shape[-1])` output N values per member: pass X[:, None]. "
+    "If the size is meant, pass event_shape= to ctx.contextual to say so.")
+
+
 def contextual(
     name: str,
     encoder: Callable[[Any], jax.Array],
@@ -347,6 +356,9 @@ def contextual(
             f"in_size={jnp.shape(c)[-1]}, e.g. ctx.nn.{type(encoder).__name__}(C.shape[-1], ...).")
     out = jax.vmap(encoder)(c)
     member_shape = tuple(out.shape[1:])
+    if event_shape is None and info.size >= 10 and info.size in member_shape:
+        warnings.warn(_MSG_MEMBER_SIZED.format(name=name, plate=info.name, size=info.size,
+                                               shape=member_shape), stacklevel=2)
     if event_shape is not None and tuple(event_shape) != member_shape:
         raise ValueError(
             f"encoder output for ctx.contextual({name!r}) has per-member shape {member_shape}, "

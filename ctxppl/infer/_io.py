@@ -33,7 +33,7 @@ def load(path: str | os.PathLike, model: Callable | None = None) -> Fit:
 
     Raises:
         FileNotFoundError: no such file.
-        ctxppl._files.FileFormatError: (a ``ValueError``) the file is damaged, of another kind
+        ctxppl.FileFormatError: (a ``ValueError``) the file is damaged, of another kind
             (e.g. an estimator file), or of an older format that was a pickle.
 
     Examples:

@@ -123,3 +123,19 @@ def test_plain_numpyro_vector_observation_still_fits():
 
     fit = ctx.fit(no_plate, Y, key=0, progress=False, num_steps=500, learning_rate=0.1)
     np.testing.assert_allclose(fit.params["mu"], Y.sum() / (len(Y) + 0.01), rtol=1e-3)
+
+
+def test_one_dimensional_predictors_warn_about_member_sized_parameters():
+    """The issue's X of shape (N,): the encoder's output size X.shape[-1] is N, so every
+    member got N coefficients without a word; now a warning names the site and the fix."""
+    with pytest.warns(UserWarning, match=r"ctx.contextual\('w'\).*shape \(60,\).*"
+                                         r"members \(60\).*X\[:, None\]"):
+        ctx.fit(model, C, X[:, 0], Y, key=0, **QUICK)
+
+    def meant(C, Y=None):  # a parameter per member that really is plate-sized: no warning
+        enc = ctx.encoder("enc", ctx.nn.Linear(C.shape[-1], C.shape[0]))
+        with ctx.plate("patients", C.shape[0], context=C):
+            w = ctx.contextual("w", enc, event_shape=(C.shape[0],))
+            numpyro.sample("y", dist.Normal(w.mean(-1), 1.0), obs=Y)
+
+    ctx.fit(meant, C, Y, key=0, **QUICK)
