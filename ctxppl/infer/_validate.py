@@ -122,10 +122,11 @@ _MSG_BROADCAST = (
 
 
 def check_broadcasting(structure: Any) -> None:
-    """Raise if an observed value and its distribution broadcast to a batch shape larger
-    than both (e.g. ``Y`` of shape ``(N, 1)`` inside a plate of size ``N`` gives ``N x N``
-    terms). A scalar distribution observed at ``N`` values (plain NumPyro without a plate)
-    is one term per value, as meant, and passes.
+    """Raise if an observed value broadcasts its distribution to a batch shape larger than
+    both (e.g. ``Y`` of shape ``(N, 1)`` inside a plate of size ``N`` gives ``N x N`` terms),
+    or, inside plates, to dimensions that no enclosing plate declares (``Y`` of shape
+    ``(N, N)`` for a plate of ``N``: the plate would meet Y's last axis). A distribution
+    observed at many values outside any plate (plain NumPyro) passes.
 
     Examples:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, ctxppl as ctx
@@ -147,8 +148,11 @@ def check_broadcasting(structure: Any) -> None:
             full = tuple(np.broadcast_shapes(value_batch, tuple(site.batch_shape)))
         except ValueError:
             continue  # numpyro reports shape mismatches itself
-        if full in (tuple(site.batch_shape), value_batch):
-            continue  # one term per observed value, or per distribution: nothing multiplied
+        depth = max((-d for _, d in site.plates), default=0)
+        if full == tuple(site.batch_shape) or (full == value_batch and len(full) <= depth):
+            continue  # one term per distribution, or per value within the plates' dims
+        if full == value_batch and not site.plates:
+            continue  # plain NumPyro: a distribution observed at many values, no plate
         where = "".join(f" inside ctx.plate({p!r}, {structure.plates.get(p)})"
                         for p, _ in site.plates[:1])
         raise ValueError(_MSG_BROADCAST.format(

@@ -93,6 +93,12 @@ def _key_kind(keys: np.ndarray) -> str:
 
 def as_keys(ids: Any, name: str = "ids") -> np.ndarray:
     """Entity keys as a 1-d int64 or object-of-str array (with a clear error otherwise)."""
+    if isinstance(ids, list | tuple) and ids:  # numpy would turn [1, "1"] into ["1", "1"]
+        kinds = {"str" if isinstance(k, str) else "int" if isinstance(k, int | np.integer)
+                 and not isinstance(k, bool | np.bool_) else type(k).__name__ for k in ids}
+        if len(kinds) > 1:
+            raise TypeError(f"`{name}` mixes entity keys of kinds {sorted(kinds)}; keys must be "
+                            "all integers or all strings (1 and '1' would be one entity).")
     keys = np.asarray(ids)
     if keys.ndim != 1:
         raise ValueError(f"`{name}` must be a 1-d array of entity keys; got shape {keys.shape}.")

@@ -139,3 +139,22 @@ def test_one_dimensional_predictors_warn_about_member_sized_parameters():
             numpyro.sample("y", dist.Normal(w.mean(-1), 1.0), obs=Y)
 
     ctx.fit(meant, C, Y, key=0, **QUICK)
+
+
+def test_square_outcome_inside_a_plate_is_refused():
+    """Y of shape (N, N) broadcasts to no larger shape, but the plate would meet Y's last
+    axis: member j would get column j. A dimension no plate declares is refused too."""
+    def square(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with ctx.plate("rows", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"`y` of shape \(4, 4\)"):
+        ctx.fit(square, np.zeros((4, 4)), key=0, **QUICK)
+
+    def repeated(y):  # the plate at dim -2 declares the rows; columns are repeats: fine
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with ctx.plate("rows", y.shape[0], dim=-2):
+            numpyro.sample("y", dist.Normal(mu, 1.0).expand([y.shape[0], 1]), obs=y)
+
+    ctx.fit(repeated, np.zeros((4, 3)), key=0, **QUICK)
