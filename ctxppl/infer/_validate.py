@@ -40,8 +40,10 @@ def _names(model: Callable, n: int) -> list[str]:
 def _list_to_array(name: str, value: Any) -> Any:
     """A (nested) list of numbers -> a numpy array, as the estimators do; lists that are not
     rectangular numeric data are refused with a message naming the argument."""
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         return value
+    if not value:  # an empty list is empty data (reported as 0 rows), not a config
+        return np.zeros((0,), np.float32)
     if all(isinstance(x, str) for x in value):  # e.g. column names: not data
         return value
     try:
