@@ -282,7 +282,8 @@ def encoder(
             raise TypeError(f"`prior` of ctx.encoder({name!r}) must be a numpyro Distribution or "
                             f"a callable returning one; got {type(prior_leaf).__name__}.")
         d = prior_leaf.expand(leaf.shape).to_event(len(leaf.shape)) if leaf.shape else prior_leaf
-        values.append(numpyro.sample(site, d))
+        # marked, so convergence checks skip weights whose hidden units can swap labels
+        values.append(numpyro.sample(site, d, infer={"ctx_encoder": True}))
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, values), static)
 
 

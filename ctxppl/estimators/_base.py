@@ -21,6 +21,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from ctxppl import infer
+from ctxppl._warnings import find_stack_level
 from ctxppl.estimators._predict import predict_sites, split_fit
 from ctxppl.models import Metamodel
 
@@ -283,17 +284,36 @@ class ContextualizedBase(BaseEstimator):
         args = tuple(_to_jax(a) if isinstance(a, np.ndarray) else a for a in args)
         return predict_sites(self.model_, self.params_, self.draws_, args, sites)
 
-    @staticmethod
-    def _summarise(values: np.ndarray, individual_preds: bool, interval: float | None
+    def _summarise(self, values: np.ndarray, individual_preds: bool, interval: float | None
                    ) -> Any:
         if interval is not None:
             if not 0 < interval < 1:
                 raise ValueError(f"`interval` must be in (0, 1); got {interval!r}.")
+            self._check_interval_draws(values)
             q = (1 - interval) / 2
             lo, hi = np.quantile(values, [q, 1 - q], axis=0)
             est = values if individual_preds else values.mean(axis=0)
             return Interval(est, lo, hi)
         return values if individual_preds else values.mean(axis=0)
+
+    def _check_interval_draws(self, values: np.ndarray) -> None:
+        """Intervals need draws that differ; a NUTS fit that has not mixed is reported."""
+        name = type(self).__name__
+        if values.shape[0] < 2 or not np.any(np.ptp(values, axis=0) > 0):
+            why = ("a single point estimate" if values.shape[0] < 2 else
+                   f"{values.shape[0]} identical draws")
+            raise ValueError(
+                f"`interval` needs per-sample draws that differ, but this {name} "
+                f"(inference={self.inference!r}, n_bootstraps={self.n_bootstraps}) has {why}: "
+                "every interval would have zero width. For per-sample intervals refit with "
+                "n_bootstraps >= 2 or inference='svi' | 'laplace' | 'nuts'.")
+        fit = getattr(self, "fit_", None)
+        diag = {} if fit is None else fit.diagnostics
+        if fit is not None and fit.method == "nuts" and not diag.get("converged", True):
+            warnings.warn(f"{name}.fit_ (NUTS) has not converged: {diag['message']}; these "
+                          "intervals are not to be trusted. Refit with more num_samples "
+                          "(also the warm-up length).", RuntimeWarning,
+                          stacklevel=find_stack_level())
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str) -> None:

@@ -40,9 +40,27 @@ def save_estimator(est: Any, path: str) -> None:
         "draw_names": sorted(est.draws_),
         "had_base_predictor": est.base_predictor is not None if hasattr(
             est, "base_predictor") else False,
+        "diagnostics": _convergence(fit.diagnostics),
     }
     arrays = {**_flat(est.params_, "P"), **_flat(est.draws_, "D")}
     write_npz(path, arrays, header, header="__header__")  # checked first, then atomic
+
+
+# the convergence record a loaded estimator keeps (its predict_params(interval=...) warns
+# after loading as before saving)
+_KEEP = ("converged", "message", "divergences", "r_hat", "ess", "per_sample_sites",
+         "no_uncertainty")
+
+
+def _convergence(diag: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k in _KEEP:
+        v = diag.get(k)
+        if isinstance(v, np.ndarray | np.generic | jax.Array):
+            v = np.asarray(v).tolist()
+        if v is not None and _is_json(v):
+            out[k] = v
+    return out
 
 
 def _is_json(v: Any) -> bool:
@@ -130,7 +148,9 @@ def load_estimator(path: str, root: type, cls: type | None = None,
     point = {**P, **tm(lambda a: a.mean(axis=ax), D)}
     samples = None if method == "map" else tm(lambda a: np.expand_dims(a, ax), D)
     est.fit_ = infer.Fit(model=model, args=(), kwargs={}, method=method, params=point,
-                         samples=samples, diagnostics={"loaded_from": path}, options={},
+                         samples=samples,
+                         diagnostics={**header.get("diagnostics", {}), "loaded_from": path},
+                         options={},
                          key=jax.random.key(0), param_names=tuple(names),
                          batch_shape=tuple(header["batch_shape"]))
     return est

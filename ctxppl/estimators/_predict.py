@@ -10,6 +10,7 @@ import numpy as np
 from numpyro import handlers
 
 from ctxppl.handlers import minibatch
+from ctxppl.infer._sites import model_structure
 
 __all__ = ["predict_sites", "split_fit"]
 
@@ -20,6 +21,12 @@ def split_fit(fit: Any) -> tuple[dict, dict, int]:
     have a second axis (one draw for MAP)."""
     params = {k: fit.params[k] for k in fit.param_names}
     draws = fit.posterior()
+    if fit.samples is not None:
+        # NUTS also keeps deterministic sites (the per-sample parameters at the training
+        # contexts); substituted at new contexts they would replace the prediction
+        structure = model_structure(fit.model, fit.args, fit.kwargs)
+        draws = {k: v for k, v in draws.items()
+                 if k not in structure.sites or structure.sites[k].type == "sample"}
     if not fit.batch_shape:
         params = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], params)
         draws = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], draws)

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.initialization import init_to_median
 
+from ctxppl._warnings import find_stack_level
 from ctxppl.infer._devices import FitSharding, fit_devices
+from ctxppl.infer._diagnostics import checked_sites, mixing_problems, site_diagnostics
 from ctxppl.infer._loop import NONFINITE, STATUS, LoopOptions, progress_bar
 from ctxppl.infer._nuts import run_nuts
 from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
@@ -126,6 +128,13 @@ def _describe(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# What to use when Laplace fails (named in its error message).
+LAPLACE_ROUTES = ("method='nuts' (exact, slower) or method='svi' for the same model; for a "
+                  "network encoder, a point-estimated encoder (no `prior`) with per-sample "
+                  "intervals from bootstrap refits, ctx.fit_many(..., bootstrap=True, "
+                  "plate=...)")
+
+
 def _status_message(code: int, info: dict[str, Any], method: str) -> str:
     msg = STATUS.get(int(code), f"status {int(code)}")
     if int(code) == NONFINITE:
@@ -135,8 +144,9 @@ def _status_message(code: int, info: dict[str, Any], method: str) -> str:
             finite) else "; the initial loss was already non-finite (check priors/inits)"
         msg += last
     if method == "laplace" and "hessian_ok" in info and not bool(info["hessian_ok"]):
-        msg = "Laplace failed: the Hessian at the mode is not positive definite " \
-              "(the mode may be a saddle or the posterior improper)"
+        msg = ("Laplace failed: the Hessian at the mode is not positive definite (the mode "
+               "may be a saddle, or the posterior improper or flat in some direction, as for "
+               f"the weights of a Bayesian network encoder). Use instead: {LAPLACE_ROUTES}")
     return msg
 
 
@@ -278,12 +288,12 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
     samples, diag = run_nuts(model, k_mcmc, args, kwargs, opts, fixed, w)
     samples = jax.device_get(samples)
     params = {**fixed, **{k: np.mean(np.asarray(v), axis=(0, 1)) for k, v in samples.items()}}
-    r_hat = [v for v in diag["r_hat"].values() if np.isfinite(v)]
+    checked, per_sample = checked_sites(structure, samples)
+    diag = {**diag, **site_diagnostics(samples, checked), "per_sample_sites": per_sample}
     problems = []
     if diag["divergences"]:
         problems.append(f"{diag['divergences']} divergent transition(s)")
-    if r_hat and max(r_hat) > 1.05:
-        problems.append(f"max r_hat {max(r_hat):.3f} > 1.05")
+    problems.extend(mixing_problems(diag))
     nonfinite = [k for k, v in samples.items() if not np.all(np.isfinite(np.asarray(v)))]
     if nonfinite:
         problems.append(f"non-finite draws at {nonfinite}")
@@ -292,10 +302,12 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
                    "seconds": time.perf_counter() - t0,
                    "map_diagnostics": None if map_fit is None else map_fit.diagnostics}
     if problems:
-        text = f"ctx.fit(method='nuts'): {diagnostics['message']}."
+        text = (f"ctx.fit(method='nuts') has not converged: {diagnostics['message']}. Draws "
+                "and intervals from this fit are not to be trusted: run longer chains "
+                "(num_warmup/num_samples), more chains, or reparameterise.")
         if opts["on_failure"] == "raise" or nonfinite:
             raise FitError(text)
-        warnings.warn(text, RuntimeWarning, stacklevel=3)
+        warnings.warn(text, RuntimeWarning, stacklevel=find_stack_level())
     return Fit(model=model, args=args, kwargs=kwargs, method="nuts", params=params,
                samples=samples, diagnostics=diagnostics, options=_describe(opts), key=key,
                param_names=param_names)

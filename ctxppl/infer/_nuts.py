@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import numpy as np
 from numpyro import handlers
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
 __all__ = ["run_nuts"]
@@ -144,7 +143,9 @@ def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, An
     """Sample the latent sites of ``model`` with NUTS (``fixed`` param sites substituted,
     optional member ``weights`` on ``opts["plate"]``).
 
-    Returns ``(samples grouped by chain, diagnostics)``.
+    Returns ``(samples grouped by chain, {"divergences", "divergences_per_chain"})``; R-hat
+    and ESS are computed by the caller (:mod:`ctxppl.infer._diagnostics`), which knows which
+    sites are worth checking.
     """
     num_chains = int(opts["num_chains"])
     method = opts["chain_method"]
@@ -161,17 +162,6 @@ def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, An
     finally:
         if lock is not None:
             lock.release()
-    r_hat, ess = {}, {}
-    for name, value in samples.items():
-        v = np.asarray(value)
-        if v.size == 0:
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: nan, reported
-            ess[name] = (float(np.min(effective_sample_size(v))) if v.shape[1] > 1
-                         else float("nan"))
-            r_hat[name] = (float(np.max(split_gelman_rubin(v)))
-                           if v.shape[0] > 1 and v.shape[1] > 3 else float("nan"))
     diagnostics = {"divergences": int(diverging.sum()),
-                   "divergences_per_chain": diverging.sum(axis=1),
-                   "r_hat": r_hat, "ess": ess}
+                   "divergences_per_chain": diverging.sum(axis=1)}
     return samples, diagnostics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +14,9 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer import Predictive
 
+from ctxppl._warnings import find_stack_level
 from ctxppl.infer._arviz import make_arviz
+from ctxppl.infer._diagnostics import no_uncertainty_message
 from ctxppl.infer._format import save_fit
 from ctxppl.infer._sites import model_structure, wrap_model
 from ctxppl.infer._validate import normalize_inputs, normalize_key
@@ -62,8 +65,13 @@ class Fit:
         params: Point estimates: every NumPyro ``param`` site (e.g. encoder weights) and every
             latent site (MAP value, or posterior mean for SVI/Laplace/NUTS).
         samples: Posterior draws of latent sites, shape ``(chains, draws, ...)``, or ``None``.
-        diagnostics: ``loss_history``, ``num_steps``, ``converged``, ``message``, and for NUTS
-            ``divergences``, ``r_hat``, ``ess``; ``seconds`` of wall time.
+        diagnostics: ``loss_history``, ``num_steps``, ``converged``, ``message``,
+            ``seconds`` of wall time; for NUTS ``divergences``, ``r_hat`` and ``ess`` (bulk
+            R-hat, max over elements, and bulk ESS, min; ``r_hat_at`` / ``ess_at`` the
+            element) of the latent and per-sample sites -- not of Bayesian encoder weights,
+            whose hidden units can swap labels -- ``per_sample_sites`` and
+            ``no_uncertainty`` (sites whose draws are all identical). R-hat > 1.01, ESS < 100
+            or a divergence makes the fit warn and ``converged`` False.
         batch_shape: ``()`` for one fit, ``(B,)`` for ``fit_many`` (every array gets a leading
             ``B`` axis; index with ``fit[i]``).
         saved_model: For a loaded fit, the ``module:qualname`` of the model it was saved
@@ -189,7 +197,9 @@ class Fit:
         Returns every sample and deterministic site -- per-member parameters from
         ``ctx.contextual`` included -- with all plates at full size (no subsampling). Point
         fits return one value per site; posterior fits stack draws on a leading axis
-        (``(draws, ...)``); ``fit_many`` results add a leading ``B`` axis.
+        (``(draws, ...)``); ``fit_many`` results add a leading ``B`` axis. A posterior fit
+        warns (``RuntimeWarning``) when a per-sample site it returns has identical draws -- a
+        function of a point-estimated encoder, whose intervals would have zero width.
 
         Args:
             *args: Model arguments (default: the training arguments).
@@ -208,6 +218,10 @@ class Fit:
             >>> fit.predict(jnp.array([10.0]))["mean"].round(1)
             Array([20.], dtype=float32)
         """
+        return self._predict(args, kwargs, key, return_sites, check=True)
+
+    def _predict(self, args: tuple, kwargs: dict, key: Any, return_sites: Any,
+                 check: bool) -> dict[str, jax.Array]:
         self._need_model("predict")
         if not args and not kwargs:
             args, kwargs = self.args, self.kwargs
@@ -224,8 +238,21 @@ class Fit:
         nb = len(self.batch_shape)
         posterior = self._draws(np)
         params = {k: self.params[k] for k in self.param_names}
-        return _predict(self.model, key, fold, posterior, params, args, kwargs, sites,
-                        bool(nb), self.samples is None)
+        out = _predict(self.model, key, fold, posterior, params, args, kwargs, sites,
+                       bool(nb), self.samples is None)
+        if check and self.samples is not None:
+            self._warn_zero_width(out, structure, sites, nb)
+        return out
+
+    def _warn_zero_width(self, out: dict, structure: Any, sites: tuple, nb: int) -> None:
+        """Per-sample sites whose posterior draws are all identical: say so, loudly."""
+        plated = [n for n in sites if n in structure.sites and structure.sites[n].plates
+                  and not structure.sites[n].observed and not structure.sites[n].encoder]
+        still = [n for n in plated if out[n].shape[nb] > 1
+                 and not bool(jnp.any(jnp.ptp(out[n], axis=nb) > 0))]
+        if still:
+            warnings.warn(no_uncertainty_message(still, f"Fit.predict ({self.method} fit)"),
+                          RuntimeWarning, stacklevel=find_stack_level())
 
     # ------------------------------------------------------------------ export
     def to_arviz(self) -> Any:
@@ -261,7 +288,7 @@ class Fit:
         det_names = tuple(n for n, s in structure.sites.items() if s.type == "deterministic")
         posterior = {k: np.asarray(v) for k, v in samples.items()}
         if det_names:
-            pred = self.predict(return_sites=det_names)
+            pred = self._predict((), {}, None, det_names, check=False)
             for n in det_names:
                 v = np.asarray(pred[n])
                 if self.samples is None:

@@ -156,6 +156,7 @@ class SiteInfo(NamedTuple):
     plates: tuple[tuple[str, int], ...]  # (plate name, dim) for each enclosing plate
     event_ndim: int
     batch_shape: tuple[int, ...] | None = None  # the distribution's (sample sites)
+    encoder: bool = False  # a weight of a Bayesian encoder (ctx.encoder with a prior)
 
 
 class ModelStructure(NamedTuple):
@@ -191,8 +192,9 @@ def _trace_structure(model, args, kwargs):  # noqa: ANN001, ANN202
                 else:  # deterministic: assume its batch dims are exactly the plates' dims
                     event_ndim = max(len(shape) - max([-d for _, d in frames], default=0), 0)
                 batch = tuple(s["fn"].batch_shape) if s["type"] == "sample" else None
+                encoder = bool((s.get("infer") or {}).get("ctx_encoder", False))
                 sites[n] = SiteInfo(s["type"], shape, bool(s.get("is_observed", False)),
-                                    frames, event_ndim, batch)
+                                    frames, event_ndim, batch, encoder)
         out["structure"] = ModelStructure(plates, sites, params)
         return 0
 

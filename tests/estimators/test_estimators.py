@@ -112,6 +112,31 @@ def test_bootstraps_resample_rows_in_one_call(reg_data):
     assert est.predict(Ct, Xt, individual_preds=True).shape == (5, 400)
 
 
+def test_interval_of_a_single_point_fit_is_refused_naming_the_routes(fitted, reg_data):
+    _, (Ct, *_ ) = reg_data
+    with pytest.raises(ValueError, match=r"`interval` needs per-sample draws.*a single point "
+                                         r"estimate.*n_bootstraps >= 2 or inference="):
+        fitted.predict_params(Ct, interval=0.9)
+    assert fitted.predict_params(Ct)[0].shape == (400, 1, 3)  # point estimates still fine
+
+
+def test_unconverged_nuts_estimator_warns_on_intervals_also_after_loading(tmp_path):
+    """20 draws cannot give a bulk ESS of 100: the fit warns at the user's line, and so does
+    every interval from it, before and after save/load."""
+    C, X, Y, _, _ = sims.regression(40, 2)
+    opts = {**SMALL, "inference": "nuts", "num_samples": 20, "max_epochs": 50}
+    with pytest.warns(RuntimeWarning, match=r"has not converged.*ESS") as rec:
+        est = ContextualizedRegressor(**opts).fit(C, X, Y)
+    assert {w.filename for w in rec} == {__file__}
+    assert not est.fit_.diagnostics["converged"]
+    est.save(str(tmp_path / "nuts.npz"))
+    back = ContextualizedRegressor.load(str(tmp_path / "nuts.npz"))
+    for e in (est, back):
+        with pytest.warns(RuntimeWarning, match=r"NUTS\) has not converged.*ESS \d+ < 100"):
+            iv = e.predict_params(C, interval=0.9)[0]
+        assert np.all(iv.lower < iv.upper)
+
+
 def test_nuts_with_bootstraps_is_rejected():
     C, X, Y, _, _ = sims.regression(20, 0)
     with pytest.raises(ValueError, match="nuts"):
