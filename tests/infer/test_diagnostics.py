@@ -92,7 +92,7 @@ def two_modes(C, Y):
                        .to_event(1), obs=Y)
 
 
-def test_unmixed_per_sample_site_warns_at_the_callers_line_naming_site_and_value():
+def test_unmixed_per_sample_site_warns_at_the_callers_line_naming_site_and_value(tmp_path):
     n = 16
     C = jnp.linspace(-1, 1, n)[:, None]
     Y = jnp.stack([jnp.ones(n), 0.5 * C[:, 0]], -1)
@@ -106,6 +106,10 @@ def test_unmixed_per_sample_site_warns_at_the_callers_line_naming_site_and_value
     assert not d["converged"] and d["r_hat"]["theta"] > 1.5
     assert "w" in d["r_hat"] and set(d["per_sample_sites"]) == {"theta", "w"}
     assert not any(k.startswith("enc") for k in d["r_hat"])  # weights can swap: not checked
+    fit.save(str(tmp_path / "unmixed.npz"))  # the diagnostics survive save / load
+    back = ctx.load(str(tmp_path / "unmixed.npz"), model=two_modes)
+    assert back.diagnostics["r_hat"] == d["r_hat"] and back.diagnostics["ess"] == d["ess"]
+    assert not back.converged and back.message == fit.message
     with pytest.raises(ctx.FitError, match="per-sample site 'theta'"):
         ctx.fit(two_modes, C, Y, **opts, on_failure="raise")
 

@@ -100,18 +100,19 @@ def test_nuts_weights_are_arguments_too(short_chains):
 
 
 @pytest.mark.parametrize("chain_method", ["auto", "parallel"])
-def test_one_chain_reuses_the_compiled_sampler(chain_method):
+def test_one_chain_reuses_the_compiled_sampler(chain_method, short_chains):
     """num_chains=1 with the default chain_method='auto' used to pick 'parallel' (pmap) on
     one device and recompile on every call; every chain count and method now reuses it."""
     opts = {**OPTS, "num_chains": 1, "chain_method": chain_method, "progress": False}
     rng = np.random.default_rng(2)
     y1, y2 = (rng.normal(m, 1.0, N).astype(np.float32) for m in (1.0, -1.0))
-    ctx.fit(normal_mean, jnp.asarray(y1), key=0, **opts)
+    with short_chains():  # one chain of 300 draws: ESS may be below 100, and ctx says so
+        ctx.fit(normal_mean, jnp.asarray(y1), key=0, **opts)
     counter = Compiles()
     logger = logging.getLogger("jax")
     logger.addHandler(counter)
     try:
-        with jax.log_compiles():
+        with jax.log_compiles(), short_chains():
             second = ctx.fit(normal_mean, jnp.asarray(y2), key=1, **opts)
     finally:
         logger.removeHandler(counter)
