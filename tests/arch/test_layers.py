@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / "ctxppl"
 #: Lowest first; a package name stands for every module below it. Keep in step with
 #: docs/architecture.md.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("ctxppl._files", "ctxppl._moved", "ctxppl._version", "ctxppl._cache")),
+    ("base", ("ctxppl._files", "ctxppl._moved", "ctxppl._version", "ctxppl._cache",
+              "ctxppl._warnings")),
     ("primitives", ("ctxppl._primitives",)),
     ("encoders", ("ctxppl.nn",)),
     ("handlers", ("ctxppl._handlers", "ctxppl.handlers")),
