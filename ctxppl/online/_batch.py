@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from ctxppl.online._features import UpdateError
+from ctxppl.online._state import as_keys
 
-__all__ = ["Bucket", "pad_records", "check_batch", "padded_sizes"]
+__all__ = ["factorize", "as_float", "Bucket", "pad_records", "check_batch", "padded_sizes"]
 
 
 def padded_sizes(counts: np.ndarray, quantum: int = 8, exact_up_to: int = 64) -> np.ndarray:
@@ -17,7 +19,7 @@ def padded_sizes(counts: np.ndarray, quantum: int = 8, exact_up_to: int = 64) ->
 
     Examples:
         >>> import numpy as np
-        >>> from ctxppl.online import padded_sizes
+        >>> from ctxppl.online._batch import padded_sizes
         >>> padded_sizes(np.array([1, 8, 9, 50, 65, 100, 200])).tolist()
         [8, 8, 16, 56, 96, 128, 256]
     """
@@ -68,7 +70,7 @@ def pad_records(inverse: np.ndarray, num_entities: int, x: np.ndarray, y: np.nda
 
     Examples:
         >>> import numpy as np
-        >>> from ctxppl.online import pad_records
+        >>> from ctxppl.online._batch import pad_records
         >>> inv = np.array([1, 0, 1, 1])
         >>> b = pad_records(inv, 2, np.arange(4.0)[:, None], np.zeros(4), np.zeros(4),
         ...                 np.ones(4), quantum=4)
@@ -127,7 +129,7 @@ def check_batch(family: str, keys: np.ndarray, x: np.ndarray, y: np.ndarray,
 
     Examples:
         >>> import numpy as np, ctxppl as ctx
-        >>> from ctxppl.online import check_batch
+        >>> from ctxppl.online._batch import check_batch
         >>> try:
         ...     check_batch("bernoulli", np.array(["a", "b"]), np.ones((2, 1)),
         ...                 np.array([1.0, 2.0]), np.zeros(2), np.ones(2))
@@ -158,3 +160,25 @@ def check_batch(family: str, keys: np.ndarray, x: np.ndarray, y: np.ndarray,
         got = y[np.flatnonzero(bad)[0]]
         raise _describe(keys, bad, f"label outside the support of the {family} family",
                         f" (expected {want}; got {got})")
+
+
+def factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (in order of first appearance) and distinct keys; O(n) without hashing when
+    integer keys arrive grouped in non-decreasing order (the usual streaming layout)."""
+    if keys.dtype.kind in "iu" and keys.size and np.all(keys[1:] >= keys[:-1]):
+        new = np.empty(keys.size, bool)
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        return np.cumsum(new) - 1, keys[new]
+    codes, uniq = pd.factorize(keys)
+    return codes, as_keys(np.asarray(uniq, dtype=keys.dtype))
+
+
+def as_float(a: Any, dtype: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}.")
+    arr = arr.astype(dtype, copy=False)
+    if arr.shape != shape:
+        raise ValueError(f"`{name}` must have shape {shape}; got {arr.shape}.")
+    return arr

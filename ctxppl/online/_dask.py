@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ctxppl.online._batch import check_batch
-from ctxppl.online._effects import Proposal, RandomEffects, UpdateReport
-from ctxppl.online._state import EntityIndex, EntityState, as_keys
+from ctxppl.online._effects import RandomEffects
+from ctxppl.online._state import EntityIndex, EntityState, Proposal, UpdateReport, as_keys
 
 __all__ = ["DaskRandomEffects", "shard_of"]
 
@@ -28,7 +28,7 @@ def shard_of(keys: Any, num_shards: int) -> np.ndarray:
     (identical in every process).
 
     Examples:
-        >>> from ctxppl.online import shard_of
+        >>> from ctxppl.online._dask import shard_of
         >>> shard_of([0, 1, 5], 2).tolist()
         [0, 1, 1]
     """

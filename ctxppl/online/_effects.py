@@ -15,97 +15,25 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ctxppl._files import read_npz, write_npz
-from ctxppl.online._batch import check_batch, pad_records
-from ctxppl.online._explore import (
-    predictive_mean,
-    predictive_moments,
-    sample_coefficients,
-    ucb_from_moments,
-)
+from ctxppl.online._batch import as_float, check_batch, factorize, pad_records
+from ctxppl.online._checkpoint import Checkpoint
 from ctxppl.online._features import IndexMap, UpdateError, records_to_arrays
-from ctxppl.online._state import EntityIndex, EntityState, as_keys
-from ctxppl.online._updates import _CHUNK, STATUS, Rule, update_entities
+from ctxppl.online._reading import Reading
+from ctxppl.online._rules import Rule
+from ctxppl.online._state import EntityIndex, EntityState, Proposal, UpdateReport, as_keys
+from ctxppl.online._updates import _CHUNK, STATUS, update_entities
 
-__all__ = ["RandomEffects", "UpdateReport", "Proposal"]
-
-_FORMAT = "ctxppl.online.RandomEffects/1"
-
-
-class UpdateReport(NamedTuple):
-    """What one update did (returned by :meth:`RandomEffects.update`).
-
-    Attributes:
-        step: The update step applied.
-        num_entities: Entities updated.
-        num_new: Of which seen for the first time.
-        num_records: Records absorbed.
-        skipped: Keys of entities skipped because they already carry this step (a replay).
-        max_iter: Most Newton iterations any entity needed.
-        seconds: Wall time.
-
-    Examples:
-        >>> import numpy as np, ctxppl as ctx
-        >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-        >>> rep = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
-        >>> rep.step, rep.num_entities, rep.num_new, rep.num_records, rep.skipped
-        (0, 2, 2, 4, [])
-    """
-
-    step: int
-    num_entities: int
-    num_new: int
-    num_records: int
-    skipped: list
-    max_iter: int
-    seconds: float
+__all__ = ["RandomEffects"]
 
 
-class Proposal(NamedTuple):
-    """An update computed but not yet committed (:meth:`RandomEffects.propose` has the
-    example): new rows for the updated entities, new keys, and the report."""
 
-    step: int
-    index: EntityIndex
-    keys: np.ndarray
-    rows: np.ndarray
-    mean: np.ndarray
-    precision: np.ndarray
-    prior_mean: np.ndarray
-    count_add: np.ndarray
-    report: UpdateReport
-
-
-def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (in order of first appearance) and distinct keys; O(n) without hashing when
-    integer keys arrive grouped in non-decreasing order (the usual streaming layout)."""
-    if keys.dtype.kind in "iu" and keys.size and np.all(keys[1:] >= keys[:-1]):
-        new = np.empty(keys.size, bool)
-        new[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=new[1:])
-        return np.cumsum(new) - 1, keys[new]
-    codes, uniq = pd.factorize(keys)
-    return codes, as_keys(np.asarray(uniq, dtype=keys.dtype))
-
-
-def _as_float(a: Any, dtype: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}.")
-    arr = arr.astype(dtype, copy=False)
-    if arr.shape != shape:
-        raise ValueError(f"`{name}` must have shape {shape}; got {arr.shape}.")
-    return arr
-
-
-class RandomEffects:
+class RandomEffects(Reading, Checkpoint):
     r"""Per-entity random effects of one entity type, updated online.
 
     Entity ``e`` has coefficients :math:`\theta_e \in \mathbb R^d` with a Laplace posterior
@@ -280,12 +208,12 @@ class RandomEffects:
         n, d = keys.size, self.num_features
         if isinstance(X, pd.DataFrame):
             X = X.to_numpy()
-        X = _as_float(X, self.dtype, (n, d), "X")
-        y = _as_float(y, self.dtype, (n,), "y")
+        X = as_float(X, self.dtype, (n, d), "X")
+        y = as_float(y, self.dtype, (n,), "y")
         offset = (np.zeros(n, self.dtype) if offset is None
-                  else _as_float(offset, self.dtype, (n,), "offset"))
+                  else as_float(offset, self.dtype, (n,), "offset"))
         weight = (np.ones(n, self.dtype) if weight is None
-                  else _as_float(weight, self.dtype, (n,), "weight"))
+                  else as_float(weight, self.dtype, (n,), "weight"))
         if context is not None:
             context = np.asarray(context)
             if context.ndim != 2 or context.shape[0] != n:
@@ -297,7 +225,7 @@ class RandomEffects:
         self._index.check_kind(keys)
         check_batch(self.rule.family, keys, X, y, offset, weight)
 
-        codes, uniq = _factorize(keys)
+        codes, uniq = factorize(keys)
         rows = self._index.rows(uniq)
         known = rows >= 0
         stale = np.zeros(uniq.size, bool)
@@ -469,7 +397,7 @@ class RandomEffects:
                        label: str = "label", context: Any = None,
                        step: int | None = None) -> UpdateReport:
         """:meth:`update` from name-term-value records (see
-        :func:`~ctxppl.online.records_to_arrays`); needs ``features=IndexMap``.
+        :func:`~ctxppl.online._features.records_to_arrays`); needs ``features=IndexMap``.
 
         Examples:
             >>> import ctxppl as ctx
@@ -486,249 +414,3 @@ class RandomEffects:
                                 dtype=self.dtype)
         return self.update(arr["ids"], arr["X"], arr["y"], offset=arr["offset"],
                            weight=arr["weight"], context=context, step=step)
-
-    # ------------------------------------------------------------------ reading
-    def lookup(self, ids: Any, *, context: Any = None,
-               proposal: Proposal | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficient mean and precision for each key (unseen keys get the prior).
-
-        Args:
-            ids: Entity keys ``(k,)``.
-            context: Contexts ``(k, c)`` for unseen keys when ``prior_mean`` is a function.
-            proposal: Read through an uncommitted :class:`Proposal` (used by back-fitting).
-
-        Returns:
-            ``(mean (k, d), precision (k, d, d) or (k, d))``.
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
-            >>> mean, prec = re.lookup(["b", "unseen"])
-            >>> mean.tolist(), prec.tolist()  # prior for the unseen entity
-            ([[0.0], [0.0]], [[[3.0]], [[1.0]]])
-        """
-        keys = as_keys(ids)
-        k = keys.size
-        rows = self._index.rows(keys)
-        mean = np.empty((k, self.num_features), self.dtype)
-        prec = self._prior_precision(k)
-        known = rows >= 0
-        mean[known] = self._state.mean[rows[known]]
-        prec[known] = self._state.precision[rows[known]]
-        if proposal is not None and proposal.rows.size:
-            pos = pd.Index(proposal.keys).get_indexer(keys) if k else np.zeros(0, np.int64)
-            hit = pos >= 0
-            mean[hit], prec[hit] = proposal.mean[pos[hit]], proposal.precision[pos[hit]]
-            known |= hit
-        if not known.all():
-            ctx = None if context is None else np.asarray(context)[~known]
-            mean[~known] = self._prior_means(ctx, int((~known).sum()))
-        return mean, prec
-
-    def coefficients(self, ids: Any = None, *, context: Any = None) -> np.ndarray:
-        """Posterior means ``(k, d)`` for ``ids`` (default: every known entity).
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
-            >>> re.coefficients().astype(float).round(3).tolist()
-            [[1.333], [0.0]]
-        """
-        if ids is None:
-            return self.state.mean.copy()
-        return self.lookup(ids, context=context)[0]
-
-    def variances(self, ids: Any = None, *, context: Any = None) -> np.ndarray:
-        """Posterior variances (diagonal of the covariance) ``(k, d)``.
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
-            >>> re.variances(["a"]).astype(float).round(3).tolist()  # 1 / (1 + 2)
-            [[0.333]]
-        """
-        if ids is None:
-            prec = self.state.precision
-        else:
-            prec = self.lookup(ids, context=context)[1]
-        if prec.ndim == 2:
-            return 1.0 / prec
-        return np.diagonal(np.linalg.inv(prec.astype(np.float64)), axis1=-2,
-                           axis2=-1).astype(self.dtype)
-
-    def _records(self, ids: Any, X: Any, offset: Any, context: Any,
-                 proposal: Proposal | None = None) -> tuple[jax.Array, ...]:
-        keys = as_keys(ids)
-        n = keys.size
-        X = _as_float(X, self.dtype, (n, self.num_features), "X")
-        offset = (np.zeros(n, self.dtype) if offset is None
-                  else _as_float(offset, self.dtype, (n,), "offset"))
-        for name, arr in (("X", X), ("offset", offset)):  # as update does: no silent NaN out
-            bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"`{name}` has NaN/inf in {int(bad.sum())} record(s) (first: "
-                                 f"record {i}, entity {keys[i:i + 1].tolist()[0]!r}); a "
-                                 "prediction from it would be NaN. Drop or impute them.")
-        codes, uniq = _factorize(keys)
-        ctx_u = None
-        if context is not None:
-            _, first = np.unique(codes, return_index=True)
-            ctx_u = np.asarray(context)[first]
-        mean, prec = self.lookup(uniq, context=ctx_u, proposal=proposal)
-        return jnp.asarray(codes), jnp.asarray(mean), jnp.asarray(prec), jnp.asarray(X), \
-            jnp.asarray(offset)
-
-    def score(self, ids: Any, X: Any, offset: Any = None, *, context: Any = None,
-              proposal: Proposal | None = None) -> np.ndarray:
-        r"""Linear predictor :math:`x^\top m_e + o` per record (posterior mean coefficients).
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(), 1, prior_mean=[0.5])
-            >>> re.score(["new"], np.ones((1, 1)), offset=[1.0]).tolist()  # unseen: prior
-            [1.5]
-        """
-        codes, mean, _, x, off = self._records(ids, X, offset, context, proposal)
-        return np.asarray(jnp.sum(mean[codes] * x, -1) + off)
-
-    def _moments(self, ids: Any, X: Any, offset: Any, context: Any) -> tuple[jax.Array, ...]:
-        codes, mean, prec, x, off = self._records(ids, X, offset, context)
-        return predictive_moments(mean[codes], prec[codes], x, off)
-
-    def predict(self, ids: Any, X: Any, offset: Any = None, *,
-                context: Any = None) -> np.ndarray:
-        r"""Posterior predictive mean of the response per record (see
-        :func:`~ctxppl.online.predictive_mean`).
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.bayes_logistic(), 1)
-            >>> re.predict(["u"], np.zeros((1, 1))).tolist()
-            [0.5]
-        """
-        eta, var = self._moments(ids, X, offset, context)
-        return np.asarray(predictive_mean(self.rule.family, eta, var))
-
-    def ucb(self, ids: Any, X: Any, offset: Any = None, *, alpha: float = 2.0,
-            context: Any = None) -> np.ndarray:
-        r"""Upper confidence bound :math:`x^\top m + o + \alpha \sqrt{x^\top P^{-1} x}` of the
-        linear predictor per record.
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(4.0), 1)
-            >>> re.ucb(["u"], np.ones((1, 1)), alpha=1.0).tolist()  # sd = 1/sqrt(4)
-            [0.5]
-        """
-        eta, var = self._moments(ids, X, offset, context)
-        return np.asarray(ucb_from_moments(eta, var, alpha))
-
-    def thompson(self, ids: Any, X: Any, offset: Any = None, *, key: Any,
-                 context: Any = None) -> np.ndarray:
-        r"""Thompson-sampled linear predictor per record: one coefficient draw from
-        :math:`\mathcal N(m_e, P_e^{-1})` per distinct entity, shared by its records (so
-        ``argmax`` over an entity's candidate records is a Thompson-sampling choice).
-
-        Examples:
-            >>> import jax, numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-            >>> s = re.thompson(["u", "u"], np.array([[1.0], [2.0]]), key=jax.random.key(0))
-            >>> bool(np.isclose(s[1], 2 * s[0]))
-            True
-        """
-        key = jax.random.key(key) if isinstance(key, int) else key
-        codes, mean, prec, x, off = self._records(ids, X, offset, context)
-        theta = sample_coefficients(key, mean, prec, 1)[0]
-        return np.asarray(jnp.sum(theta[codes] * x, -1) + off)
-
-    def table(self, ids: Any = None) -> pd.DataFrame:
-        """Coefficients as a name-term-value table with variances (without an IndexMap the
-        features are named ``x0, x1, ...``).
-
-        Examples:
-            >>> import numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
-            >>> _ = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
-            >>> re.table(["b"]).round(3).values.tolist()
-            [['b', 'x0', '', 0.0, 0.333]]
-        """
-        keys = self.keys if ids is None else as_keys(ids)
-        mean, var = self.coefficients(ids), self.variances(ids)
-        imap = self.features or IndexMap([(f"x{i}", "") for i in range(self.num_features)],
-                                         intercept=False)
-        return imap.table(mean, var, entities=keys)
-
-    # ------------------------------------------------------------------ persistence
-    def _arrays(self, prefix: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        st = self.state
-        arrays = {prefix + k: np.ascontiguousarray(v) for k, v in st._asdict().items()}
-        arrays[prefix + "keys"] = self._index.to_array()
-        meta = {"format": _FORMAT, "rule": self.rule.to_dict(), "step": self.step,
-                "num_features": self.num_features, "dtype": self.dtype.name,
-                "key_kind": self._index.kind,
-                "features": None if self.features is None else self.features.to_dict(),
-                "prior_mean": (self.prior_mean.tolist() if isinstance(self.prior_mean,
-                                                                       np.ndarray) else None),
-                "prior_mean_callable": callable(self.prior_mean)}
-        return arrays, meta
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Checkpoint to ``path`` (``.npz``), atomically; :meth:`load` restores it exactly
-        (state arrays bit for bit, entity keys, index map, rule and step).
-
-        Examples:
-            >>> import os, tempfile, numpy as np, ctxppl as ctx
-            >>> re = ctx.online.RandomEffects(ctx.online.ridge(), 1)
-            >>> _ = re.update(["a"], np.ones((1, 1)), np.ones(1))
-            >>> p = os.path.join(tempfile.mkdtemp(), "re.npz"); re.save(p)
-            >>> back = ctx.online.RandomEffects.load(p)
-            >>> bool(np.array_equal(back.state.mean, re.state.mean)), back.step
-            (True, 0)
-        """
-        arrays, meta = self._arrays()
-        write_npz(path, arrays, meta)
-
-    @classmethod
-    def _from_arrays(cls, arrays: dict, meta: dict, prefix: str = "", *,
-                     prior_mean: Any = None, threads: int | None = None) -> RandomEffects:
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"not a RandomEffects checkpoint (format {meta.get('format')!r}).")
-        rd = dict(meta["rule"])
-        if isinstance(rd["prior_precision"], list):
-            rd["prior_precision"] = tuple(rd["prior_precision"])
-        rule = Rule(**rd)
-        feats = (IndexMap.from_dict(meta["features"]) if meta["features"] is not None
-                 else meta["num_features"])
-        if prior_mean is None and meta["prior_mean"] is not None:
-            prior_mean = meta["prior_mean"]
-        if prior_mean is None and meta["prior_mean_callable"]:
-            raise ValueError("this checkpoint's prior mean was a function of the context; "
-                             "pass it again: load(path, prior_mean=...).")
-        out = cls(rule, feats, prior_mean=prior_mean, dtype=meta["dtype"], threads=threads)
-        st = EntityState(*(arrays[prefix + f] for f in EntityState._fields))
-        out._state = st
-        keys = arrays[prefix + "keys"]
-        out._index = EntityIndex(keys.astype(object) if meta["key_kind"] == "str" else keys)
-        out.step = int(meta["step"])
-        return out
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, prior_mean: Any = None,
-             threads: int | None = None) -> RandomEffects:
-        """Restore a checkpoint written by :meth:`save`.
-
-        Args:
-            path: The ``.npz`` file.
-            prior_mean: The prior-mean function, if the saved table had one (functions are
-                not pickled into checkpoints).
-            threads: As in the constructor.
-
-        Examples:
-            See :meth:`save`.
-        """
-        arrays, meta = read_npz(path, expect=_FORMAT.rpartition("/")[0])
-        return cls._from_arrays(arrays, meta, prior_mean=prior_mean, threads=threads)

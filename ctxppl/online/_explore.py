@@ -51,7 +51,7 @@ def predictive_moments(mean: Float[Array, "n d"], precision: Float[Array, "n ...
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from ctxppl.online import predictive_moments
+        >>> from ctxppl.online._explore import predictive_moments
         >>> eta, var = predictive_moments(jnp.ones((1, 2)), 4 * jnp.eye(2)[None],
         ...                               jnp.ones((1, 2)), jnp.zeros(1))
         >>> float(eta[0]), float(var[0])
@@ -109,7 +109,7 @@ def sample_coefficients(key: jax.Array, mean: Float[Array, "k d"],
 
     Examples:
         >>> import jax, jax.numpy as jnp
-        >>> from ctxppl.online import sample_coefficients
+        >>> from ctxppl.online._explore import sample_coefficients
         >>> th = sample_coefficients(jax.random.key(0), jnp.zeros((1, 1)),
         ...                          jnp.full((1, 1, 1), 100.0), num_samples=4000)
         >>> round(float(th.std()), 1)  # covariance 1/100, not the precision
@@ -125,7 +125,7 @@ def ucb_from_moments(eta: jax.Array, var: jax.Array, alpha: float) -> jax.Array:
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from ctxppl.online import ucb_from_moments
+        >>> from ctxppl.online._explore import ucb_from_moments
         >>> float(ucb_from_moments(jnp.array(1.0), jnp.array(4.0), 0.5))
         2.0
     """

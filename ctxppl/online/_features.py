@@ -367,7 +367,8 @@ def records_to_arrays(records: Sequence[Any], index_map: IndexMap, *, entity: st
         ``{"ids", "X", "y", "offset", "weight"}``.
 
     Examples:
-        >>> from ctxppl.online import IndexMap, records_to_arrays
+        >>> from ctxppl.online import IndexMap
+        >>> from ctxppl.online._features import records_to_arrays
         >>> recs = [{"entity": "u1", "label": 1, "features": [("a", "", 2.0)]}]
         >>> arr = records_to_arrays(recs, IndexMap.from_records(recs))
         >>> arr["ids"].tolist(), arr["X"].tolist(), arr["y"].tolist()

@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctxppl._files import read_npz, write_npz
-from ctxppl.online._effects import RandomEffects, UpdateReport
+from ctxppl.online._effects import RandomEffects
 from ctxppl.online._explore import predictive_mean, sample_coefficients
 from ctxppl.online._metrics import evaluate
+from ctxppl.online._state import UpdateReport
 
 __all__ = ["GAME", "from_fit", "FitFunction"]
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["EntityState", "EntityIndex"]
+__all__ = ["UpdateReport", "Proposal", "EntityState", "EntityIndex"]
 
 
 class EntityState(NamedTuple):
@@ -112,7 +112,7 @@ class EntityIndex:
     """Entity keys (ints or strings) <-> state rows, looked up with a pandas hash index.
 
     Examples:
-        >>> from ctxppl.online import EntityIndex
+        >>> from ctxppl.online._state import EntityIndex
         >>> idx = EntityIndex(["u1", "u2"])
         >>> idx.rows(["u2", "u9"]).tolist()
         [1, -1]
@@ -131,7 +131,7 @@ class EntityIndex:
         """Key of each row.
 
         Examples:
-            >>> from ctxppl.online import EntityIndex
+            >>> from ctxppl.online._state import EntityIndex
             >>> EntityIndex([3, 1]).keys.tolist()
             [3, 1]
         """
@@ -145,7 +145,7 @@ class EntityIndex:
 
         Examples:
             >>> import numpy as np
-            >>> from ctxppl.online import EntityIndex
+            >>> from ctxppl.online._state import EntityIndex
             >>> EntityIndex([1]).check_kind(np.array(["a"]))
             Traceback (most recent call last):
             ...
@@ -168,7 +168,7 @@ class EntityIndex:
 
         Examples:
             >>> import numpy as np
-            >>> from ctxppl.online import EntityIndex
+            >>> from ctxppl.online._state import EntityIndex
             >>> EntityIndex([1]).extended(np.array([5])).rows([5]).tolist()
             [1]
         """
@@ -185,10 +185,54 @@ class EntityIndex:
         """Keys as a savable array (int64, or unicode strings).
 
         Examples:
-            >>> from ctxppl.online import EntityIndex
+            >>> from ctxppl.online._state import EntityIndex
             >>> EntityIndex(["u1"]).to_array().dtype.kind
             'U'
         """
         if self.kind == "str":
             return self._keys.astype(str)
         return self._keys.astype(np.int64)
+
+
+class UpdateReport(NamedTuple):
+    """What one update did (returned by :meth:`RandomEffects.update`).
+
+    Attributes:
+        step: The update step applied.
+        num_entities: Entities updated.
+        num_new: Of which seen for the first time.
+        num_records: Records absorbed.
+        skipped: Keys of entities skipped because they already carry this step (a replay).
+        max_iter: Most Newton iterations any entity needed.
+        seconds: Wall time.
+
+    Examples:
+        >>> import numpy as np, ctxppl as ctx
+        >>> re = ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)
+        >>> rep = re.update(["a", "a", "b", "b"], np.ones((4, 1)), np.array([1.0, 3.0, 0, 0]))
+        >>> rep.step, rep.num_entities, rep.num_new, rep.num_records, rep.skipped
+        (0, 2, 2, 4, [])
+    """
+
+    step: int
+    num_entities: int
+    num_new: int
+    num_records: int
+    skipped: list
+    max_iter: int
+    seconds: float
+
+
+class Proposal(NamedTuple):
+    """An update computed but not yet committed (:meth:`RandomEffects.propose` has the
+    example): new rows for the updated entities, new keys, and the report."""
+
+    step: int
+    index: EntityIndex
+    keys: np.ndarray
+    rows: np.ndarray
+    mean: np.ndarray
+    precision: np.ndarray
+    prior_mean: np.ndarray
+    count_add: np.ndarray
+    report: UpdateReport

@@ -5,6 +5,7 @@ import pytest
 
 import ctxppl as ctx
 from ctxppl.online import UpdateError
+from ctxppl.online._dask import shard_of
 
 distributed = pytest.importorskip("distributed")
 
@@ -42,7 +43,7 @@ def test_dask_run_equals_local_run_and_failures_change_nothing(client, rng):
         b = dist_re.update(e, x, y, offset=o, step=step)
         assert (a.num_entities, a.num_records) == (b.num_entities, b.num_records)
     merged = dist_re.gather()
-    shards = ctx.online.shard_of(merged.keys, 2)
+    shards = shard_of(merged.keys, 2)
     assert set(shards.tolist()) == {0, 1}  # both workers own entities
     keys = local.keys
     # same jitted function, per-entity arithmetic independent of batchmates

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import ctxppl as ctx
+from ctxppl.online._explore import sample_coefficients
 
 D = 3
 
@@ -29,7 +30,7 @@ def test_thompson_spread_is_the_covariance_and_shrinks(rng, getkey, covariance):
     re = grown_table(rng, covariance)
     mean, prec = re.lookup(["a", "b", "c"])
     n = 4000
-    draws = np.asarray(ctx.online.sample_coefficients(getkey(), mean, prec, n))
+    draws = np.asarray(sample_coefficients(getkey(), mean, prec, n))
     sd = draws.std(axis=0, ddof=1)  # (3 entities, D)
     cov = np.linalg.inv(prec) if covariance == "full" else 1 / prec[..., None] * np.eye(D)
     want = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))

@@ -8,6 +8,7 @@ import pytest
 
 import ctxppl as ctx
 from ctxppl.online import IndexMap
+from ctxppl.online._features import records_to_arrays
 
 
 def records():
@@ -64,7 +65,7 @@ def test_update_records_equals_dense_update():
     rule = ctx.online.bayes_logistic(1.0)
     a = ctx.online.RandomEffects(rule, imap)
     a.update_records(recs)
-    arr = ctx.online.records_to_arrays(recs, imap)
+    arr = records_to_arrays(recs, imap)
     b = ctx.online.RandomEffects(rule, len(imap))
     b.update(arr["ids"], arr["X"], arr["y"], offset=arr["offset"], weight=arr["weight"])
     np.testing.assert_array_equal(a.state.mean, b.state.mean)
