@@ -58,6 +58,7 @@ lint: $(LINT_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) -m pip install -q -e ".[bench]" $(foreach e,$(EXTRA),'$(e)')
 	bash bench/peers/setup_contextualized.sh
+	bash bench/peers/setup_lme4.sh
 	$(PY) bench/seed_demo.py
 	$(PY) bench/plate_overhead.py
 	$(PY) bench/nuts_reuse.py
