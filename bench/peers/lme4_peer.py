@@ -61,8 +61,8 @@ res = ctx.mixed({formula!r}, d, **{opts!r})
 res.fixed_effects
 t1 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print({{"in_process_seconds": t1 - t0, "peak_mb": peak, "loglik":
-       res.loglik if res.loglik is not None else -0.5 * res.deviance}})
+print({{"in_process_seconds": t1 - t0, "peak_mb": float(peak), "loglik":
+       float(res.loglik if res.loglik is not None else -0.5 * res.deviance)}})
 """
 
 
