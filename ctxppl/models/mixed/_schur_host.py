@@ -249,7 +249,7 @@ class SchurHost:
             np.einsum("gab,bc,gcd->gad", N, lam1, A11inv)
         Gam1 = 2.0 * (T1_1 - T2_1).sum(0)
         if self.scalar2:  # diagonal of B Lam2 S^{-1}
-            T1_2 = self._split2(np.einsum("ij,ij->i", B, Sinv) * self._scale2(lams))
+            T1_2 = self._split2(np.einsum("ij,j,ij->i", B, self._scale2(lams), Sinv))
         else:
             BL = self._apply2(lams, B, True).T  # B Lam2 = (Lam2^T B)^T, B symmetric
             T1_2 = self._diag_blocks2(BL, Sinv)
