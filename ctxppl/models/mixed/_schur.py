@@ -55,7 +55,7 @@ class SchurStats(NamedTuple):
     ent_r: Any  # (E,) row (column of Z2) of each nonzero of W = Z2' W Z1
     ent_g: Any  # (E,) its group of the first factor
     ent_v: Any  # (E, q1) its values
-    pair_flat: Any  # (P,) r_i * R + r_j of each pair i >= j of nonzeros in one group, sorted
+    pair_flat: Any  # (P,) r_i * R + r_j of each pair i >= j of nonzeros in one group
     pair_i: Any  # (P,) entry i
     pair_j: Any  # (P,) entry j
     XtX: Any
@@ -133,8 +133,6 @@ def schur_stats(blocks: list[tuple[np.ndarray, np.ndarray, int]], first: tuple[i
     pi = np.repeat(np.arange(E), count)
     pj = start[pi] + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
     pflat = ent_r[pi] * R + ent_r[pj]
-    order = np.argsort(pflat, kind="stable")
     return SchurStats(ZtZ1, ZtXy1, C, ZtXy2, ent_r.astype(np.int32), ent_g.astype(np.int32),
-                      ent_v, pflat[order].astype(np.int32), pi[order].astype(np.int32),
-                      pj[order].astype(np.int32), XytXy[:p, :p], XytXy[:p, p],
-                      float(XytXy[p, p]), float(n))
+                      ent_v, pflat.astype(np.int32), pi.astype(np.int32), pj.astype(np.int32),
+                      XytXy[:p, :p], XytXy[:p, p], float(XytXy[p, p]), float(n))

@@ -225,7 +225,7 @@ class SchurHost:
         # diagonal blocks of A^{-1}: first factor
         mid = np.einsum("ba,gbc,cd->gad", lam1, N, lam1)
         Ainv1 = A11inv + A11inv @ mid @ A11inv
-        if effects:  # b = Lam u, u = A^{-1} Lam^T Z^T W (y - X beta); Lam A^{-1} Lam^T blocks
+        if effects or grad:  # b = Lam u, u = A^{-1} Lam^T Z^T W (y - X beta); Lam A^-1 Lam^T
             out["b1"] = (Y1[:, :, p] - Y1[:, :, :p] @ beta) @ lam1.T
             out["cv1"] = np.einsum("ab,gbc,dc->gad", lam1, Ainv1, lam1)
             out["b2"] = LY2[:, p] - LY2[:, :p] @ beta
@@ -390,7 +390,7 @@ def fit_schur(st: SchurStats, theta0: np.ndarray, structure: Any, reml: bool,
         return o
 
     x, cur, it, status = minimize_bfgs(fg, theta0, max_iter=max_iter)
-    fin = host.evaluate(x, grad=False, effects=True)
+    fin = cur  # evaluated with the gradient, so with the effects too
     p = host.p
     sigma2 = fin["r2"] / (n - p) if reml else fin["r2"] / n
     vcov = sigma2 * np.linalg.inv(fin["Pxx"])
@@ -409,5 +409,5 @@ def fit_schur(st: SchurStats, theta0: np.ndarray, structure: Any, reml: bool,
         cv[i] = sigma2 * fin["cv2"][k]
         r += G * q
     return {"theta": x, "beta": fin["beta"], "sigma2": sigma2, "vcov": vcov, "b": b,
-            "condvar": cv, "deviance": fin["dev"], "grad": cur["grad"], "num_iter": it,
+            "condvar": cv, "deviance": fin["dev"] * n, "grad": cur["grad"], "num_iter": it,
             "status": status}
