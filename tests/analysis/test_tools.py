@@ -68,7 +68,8 @@ def test_effects_table_names():
     assert t.context.tolist() == ["age", "age", "dose", "dose"]
     assert t.predictor.tolist() == ["x", "z", "x", "z"] and set(t.outcome) == {"y"}
     assert set(t.source) == {"unknown"}
-    p = A.effects_table(Toy(), C, "homogeneous_context")
+    with pytest.warns(UserWarning, match="smallest two-sided p-value"):  # 3 draws: >= 0.5
+        p = A.effects_table(Toy(), C, "homogeneous_context")
     # mu along age: flat -> p = 1; along dose: every draw increases -> (1 + 0) / (3 + 1) * 2
     np.testing.assert_allclose(p.pvalue, [1.0, 0.5])
 
