@@ -18,6 +18,7 @@ from ctxppl.models.mixed._marginal import choose_structure, fit_marginal
 from ctxppl.models.mixed._reml import deviance, sufficient_stats
 from ctxppl.models.mixed._schur import schur_stats
 from ctxppl.models.mixed._schur_host import SchurHost
+from ctxppl.models.mixed._schur_scalar import ScalarSchurHost, all_scalar
 
 
 def _crossed(seed=0):
@@ -63,17 +64,28 @@ def test_schur_deviance_matches_dense(formula, make, reml):
     st_d = sufficient_stats("dense", Z, np.concatenate(cols, 1), des.X, y, None, off, 1)
     st_s = schur_stats([(b.Z, b.factor.codes, b.factor.size) for b in des.blocks],
                        schur.first, des.X, y, None)
-    host = SchurHost(st_s, schur, reml)
+    hosts = [SchurHost(st_s, schur, reml)]
+    if all_scalar(schur):  # the specialised evaluation of scalar terms, too
+        hosts.append(ScalarSchurHost(st_s, schur, reml))
     rng = np.random.default_rng(1)
     n_theta = theta_size(dense.layout)
+    points = [theta_init(dense.layout) * rng.uniform(0.2, 1.5, n_theta)
+              + 0.1 * rng.normal(size=n_theta) for _ in range(3)]  # off-diagonal entries too
+    tiny = theta_init(dense.layout) * 0.7
+    tiny[-1] = 3e-7  # a term near the boundary (the scalar host avoids dividing by theta)
     with jax.enable_x64(True):
-        for _ in range(3):
-            th = theta_init(dense.layout) * rng.uniform(0.2, 1.5, n_theta) + \
-                0.1 * rng.normal(size=n_theta)  # off-diagonal entries too
+        for th in points + [tiny]:
             vd, gd = vg(th, st_d, dense, reml)
-            out = host.evaluate(th)
-            np.testing.assert_allclose(out["dev"], vd, rtol=1e-12)
-            np.testing.assert_allclose(out["grad"], gd, rtol=1e-9, atol=1e-9)
+            for host in hosts:
+                out = host.evaluate(th, effects=True)
+                np.testing.assert_allclose(out["dev"], vd, rtol=1e-12)
+                np.testing.assert_allclose(out["grad"], gd, rtol=1e-9, atol=1e-9)
+            if len(hosts) == 2:  # conditional modes and covariances agree too
+                a, b = hosts[0].evaluate(th), hosts[1].complete(hosts[1].evaluate(th))
+                for key in ("b1", "cv1", "b2"):
+                    np.testing.assert_allclose(b[key], a[key], rtol=1e-10, atol=1e-12)
+                for ca, cb in zip(a["cv2"], b["cv2"], strict=True):
+                    np.testing.assert_allclose(cb, ca, rtol=1e-10, atol=1e-12)
 
 
 def test_schur_fit_matches_dense():

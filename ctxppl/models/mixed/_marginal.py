@@ -30,7 +30,7 @@ from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
 from ctxppl.models.mixed._refine import refine_laplace
 from ctxppl.models.mixed._reml import DENSE_LIMIT, Structure, fit_gaussian, sufficient_stats
 from ctxppl.models.mixed._schur import schur_order, schur_stats
-from ctxppl.models.mixed._schur_host import fit_schur, moment_start
+from ctxppl.models.mixed._schur_fit import fit_schur, moment_start
 
 SCHUR_LIMIT = 4000  # largest dense block (columns after the largest grouping factor)
 

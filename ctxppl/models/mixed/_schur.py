@@ -38,7 +38,7 @@ import numpy as np
 
 __all__ = ["SchurStats", "schur_stats", "schur_order", "PAIR_LIMIT"]
 
-PAIR_LIMIT = 60_000_000  # pairs of nonzeros of W sharing a first-factor group (memory guard)
+PAIR_LIMIT = 25_000_000  # pairs of nonzeros of W sharing a first-factor group (~40 bytes each)
 
 
 class SchurStats(NamedTuple):
@@ -55,7 +55,7 @@ class SchurStats(NamedTuple):
     ent_r: Any  # (E,) row (column of Z2) of each nonzero of W = Z2' W Z1
     ent_g: Any  # (E,) its group of the first factor
     ent_v: Any  # (E, q1) its values
-    pair_flat: Any  # (P,) r_i * R + r_j of each pair i >= j of nonzeros in one group
+    pair_flat: Any  # (P,) r_i * R + r_j (int64, by r_i) per pair i >= j of nonzeros in a group
     pair_i: Any  # (P,) entry i
     pair_j: Any  # (P,) entry j
     XtX: Any
@@ -119,7 +119,7 @@ def schur_stats(blocks: list[tuple[np.ndarray, np.ndarray, int]], first: tuple[i
     uniq, inv = np.unique(key, return_inverse=True)
     vz = (Z2w[:, :, None] * Z1[:, None, :]).reshape(-1, q1)
     ent_v = np.stack([np.bincount(inv, vz[:, a], len(uniq)) for a in range(q1)], -1)
-    ent_g, ent_r = uniq // R, uniq % R
+    ent_g, ent_r = uniq // R, uniq % R  # int64
     # pairs (i >= j) of nonzeros in the same group: rows r_i >= r_j (sorted within a group)
     E = len(uniq)
     start = np.searchsorted(ent_g, ent_g, side="left")
@@ -130,9 +130,17 @@ def schur_stats(blocks: list[tuple[np.ndarray, np.ndarray, int]], first: tuple[i
             f"the blocked Cholesky needs {total:,} products of random-effect columns (more than "
             f"{PAIR_LIMIT:,}): the first grouping factor's groups each meet very many levels "
             "of the others. Fit this model with method='laplace', 'svi' or 'nuts'.")
-    pi = np.repeat(np.arange(E), count)
-    pj = start[pi] + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
-    pflat = ent_r[pi] * R + ent_r[pj]
+    # generated in the order of the row r_i (entries taken by row, a stable sort of E keys),
+    # so the scatter (bincount) and gather of every evaluation stay within one row of the
+    # R x R block at a time (3-4x faster than in group order for InstEval)
+    by_row = np.argsort(ent_r, kind="stable")
+    cnt = count[by_row]
+    pi = np.repeat(by_row, cnt)
+    run = np.repeat(np.cumsum(cnt) - cnt - start[by_row], cnt)  # pj = start[pi] + offset
+    pj = np.arange(total, dtype=np.int64)
+    pj -= run
+    pflat = ent_r[pi] * R
+    pflat += ent_r[pj]
     return SchurStats(ZtZ1, ZtXy1, C, ZtXy2, ent_r.astype(np.int32), ent_g.astype(np.int32),
-                      ent_v, pflat.astype(np.int32), pi.astype(np.int32), pj.astype(np.int32),
-                      XytXy[:p, :p], XytXy[:p, p], float(XytXy[p, p]), float(n))
+                      ent_v, pflat, pi.astype(np.int32), pj.astype(np.int32), XytXy[:p, :p],
+                      XytXy[:p, p], float(XytXy[p, p]), float(n))

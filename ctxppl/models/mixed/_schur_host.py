@@ -29,10 +29,10 @@ from scipy.linalg import lapack
 
 from ctxppl.models.mixed._schur import SchurStats
 
-__all__ = ["SchurHost", "minimize_bfgs"]
+__all__ = ["SchurHost", "lambda_index"]
 
 
-def _lambda_index(q: int, correlated: bool) -> tuple[np.ndarray, np.ndarray]:
+def lambda_index(q: int, correlated: bool) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of ``Lambda_k`` filled by the term's ``theta`` (lme4's order)."""
     if correlated:
         rows, cols = np.tril_indices(q)
@@ -56,7 +56,7 @@ class SchurHost:
         self.sizes = structure.sizes
         self.first = tuple(structure.first)
         self.rest = tuple(i for i in range(len(self.sizes)) if i not in self.first)
-        self.idx = [_lambda_index(q, c) for q, c in self.terms]
+        self.idx = [lambda_index(q, c) for q, c in self.terms]
         self.G1, self.q1 = st.ZtZ1.shape[:2]
         self.R = st.C.shape[0]
         self.p = st.XtX.shape[0]
@@ -278,136 +278,3 @@ class SchurHost:
             out.append(a[np.arange(G), :, np.arange(G), :])
             r += G * q
         return out
-
-
-def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, max_iter: int = 100,
-                  ) -> tuple[np.ndarray, dict[str, Any], int, int]:
-    """BFGS started from a forward-difference Hessian of the exact gradient.
-
-    ``fg(x, grad) -> dict(dev=..., grad=...)`` (``dev`` already scaled to O(1); ``grad=False``
-    skips the gradient, for backtracking). Steps are capped at ``max(0.5, |x|/2)``, and
-    directions of negative curvature are flipped to positive (as in the jitted Newton).
-    Returns the point, its evaluation, the number of iterations and a status (1 converged,
-    2 max_iter, 3 no further decrease at working precision).
-    """
-    x = np.asarray(x0, float)
-    cur = fg(x, True)
-    if not np.isfinite(cur["dev"]):
-        raise FloatingPointError("the deviance is not finite at the starting values")
-    d = x.size
-    h = 1e-4 * np.maximum(1.0, np.abs(x))
-    H = np.empty((d, d))
-    for i in range(d):
-        e = np.zeros(d)
-        e[i] = h[i]
-        H[:, i] = (fg(x + e, True)["grad"] - cur["grad"]) / h[i]
-    H = 0.5 * (H + H.T)
-    status, it = 2, 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - it is reported
-        g = cur["grad"]
-        if np.max(np.abs(g)) <= gtol:
-            status = 1
-            break
-        lam, V = np.linalg.eigh(H)
-        lam = np.maximum(np.abs(lam), max(1e-8 * np.max(np.abs(lam)), 1e-12))
-        step = -(V @ ((V.T @ g) / lam))
-        cap = np.maximum(0.5, 0.5 * np.abs(x))
-        step *= min(1.0, float(np.min(cap / np.maximum(np.abs(step), 1e-300))))
-        slope = float(g @ step)
-        t, new = 1.0, None
-        for k in range(40):
-            cand = fg(x + t * step, k == 0)
-            if np.isfinite(cand["dev"]) and cand["dev"] <= cur["dev"] + 1e-4 * t * slope:
-                new = cand if k == 0 else fg(x + t * step, True)
-                break
-            t *= 0.5
-        if new is None:
-            status = 3
-            break
-        s_, y_ = t * step, new["grad"] - g
-        dec = cur["dev"] - new["dev"]
-        x, cur = x + s_, new
-        sy = float(s_ @ y_)
-        if sy > 1e-12 * float(np.linalg.norm(s_) * np.linalg.norm(y_)):
-            Hs = H @ s_
-            H = H - np.outer(Hs, Hs) / float(s_ @ Hs) + np.outer(y_, y_) / sy
-        if dec <= 4 * np.finfo(float).eps * max(1.0, abs(cur["dev"])) and \
-                np.max(np.abs(s_)) <= 1e-8 * (1 + np.max(np.abs(x))):
-            status = 3 if np.max(np.abs(cur["grad"])) > 1e-4 else 1
-            break
-    return x, cur, it, status
-
-
-def moment_start(blocks: list[tuple[np.ndarray, np.ndarray, int]], layout: Any, X: np.ndarray,
-                 y: np.ndarray, theta0: np.ndarray) -> np.ndarray:
-    r"""Starting ``theta``: one-way ANOVA estimates for the random intercepts.
-
-    For each term with an all-ones column, :math:`\hat\sigma_b^2 = (MSB - MSW)/n_0` of the
-    OLS residuals grouped by the term's factor (floored at 1% of :math:`MSW`), and
-    :math:`	heta = \hat\sigma_b / \sqrt{MSW}`; other entries keep ``theta0`` (lme4's start).
-    Crossed factors bias each one-way estimate, but it lands near the optimum where the
-    identity start needs a dozen more steps (InstEval: 17 BFGS steps from 1, 6 from here).
-    """
-    th = np.array(theta0, float)
-    res = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
-    n = y.shape[0]
-    i = 0
-    for (Z, codes, G), (q, corr) in zip(blocks, layout.terms, strict=True):
-        rows, cols = _lambda_index(q, corr)
-        for a in range(q):
-            if not np.all(Z[:, a] == 1.0):
-                continue
-            cnt = np.bincount(codes, minlength=G).astype(float)
-            sums = np.bincount(codes, res, G)
-            mean = sums / np.maximum(cnt, 1)
-            ssw = float(np.sum((res - mean[codes]) ** 2))
-            msw = ssw / max(n - G, 1)
-            msb = float(np.sum(cnt * (mean - res.mean()) ** 2)) / max(G - 1, 1)
-            n0 = (n - float(np.sum(cnt ** 2)) / n) / max(G - 1, 1)
-            sb2 = max((msb - msw) / n0, 0.01 * msw)
-            pos = int(np.flatnonzero((rows == a) & (cols == a))[0])
-            th[i + pos] = np.sqrt(sb2 / msw)
-        i += len(rows)
-    return th
-
-
-def fit_schur(st: SchurStats, theta0: np.ndarray, structure: Any, reml: bool,
-              max_iter: int = 100) -> dict[str, Any]:
-    """Minimise the profiled deviance of the blocked layout; every estimate (working scale).
-
-    Same keys as :func:`~ctxppl.models.mixed._reml.fit_gaussian`, with ``b`` and
-    ``condvar`` as per-block lists in design order.
-    """
-    host = SchurHost(st, structure, reml)
-    n = float(st.n)
-
-    def fg(x: np.ndarray, grad: bool) -> dict[str, Any]:
-        o = host.evaluate(x, grad=grad)
-        if np.isfinite(o["dev"]):
-            o = {**o, "dev": o["dev"] / n}
-            if grad:
-                o["grad"] = o["grad"] / n
-        return o
-
-    x, cur, it, status = minimize_bfgs(fg, theta0, max_iter=max_iter)
-    fin = cur  # evaluated with the gradient, so with the effects too
-    p = host.p
-    sigma2 = fin["r2"] / (n - p) if reml else fin["r2"] / n
-    vcov = sigma2 * np.linalg.inv(fin["Pxx"])
-    b: list[Any] = [None] * len(structure.sizes)
-    cv: list[Any] = [None] * len(structure.sizes)
-    j = 0
-    for i in host.first:
-        q = structure.sizes[i][1]
-        b[i] = fin["b1"][:, j:j + q]
-        cv[i] = sigma2 * fin["cv1"][:, j:j + q, j:j + q]
-        j += q
-    r = 0
-    for k, i in enumerate(host.rest):
-        G, q = structure.sizes[i]
-        b[i] = fin["b2"][r:r + G * q].reshape(G, q)
-        cv[i] = sigma2 * fin["cv2"][k]
-        r += G * q
-    return {"theta": x, "beta": fin["beta"], "sigma2": sigma2, "vcov": vcov, "b": b,
-            "condvar": cv, "deviance": fin["dev"] * n, "grad": cur["grad"], "num_iter": it,
-            "status": status}
