@@ -238,7 +238,10 @@ def encoder(
     own values.
 
     With ``prior`` (a distribution, or a callable ``(path, shape) -> distribution``) every array
-    becomes a random ``sample`` site named ``f"{name}{path}"`` (a Bayesian encoder).
+    becomes a random ``sample`` site named ``f"{name}{path}"`` (a Bayesian encoder). Arrays the
+    module's output is linear in (its ``linear_fields``, e.g. the basis weights of
+    :class:`ctxppl.nn.HSGP`) are marked ``infer={"ctx_linear": True}``: with a Normal prior
+    they are Gaussian weights that ``ctx.fit(..., method="marginal")`` integrates out.
 
     Args:
         name: Site-name prefix.
@@ -273,6 +276,7 @@ def encoder(
         return eqx.combine(arrays, static)
 
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(arrays)
+    linear = frozenset(getattr(module, "linear_fields", ()))
     values = []
     for path, leaf in leaves_with_path:
         site = f"{name}{jax.tree_util.keystr(path)}"
@@ -282,8 +286,11 @@ def encoder(
             raise TypeError(f"`prior` of ctx.encoder({name!r}) must be a numpyro Distribution or "
                             f"a callable returning one; got {type(prior_leaf).__name__}.")
         d = prior_leaf.expand(leaf.shape).to_event(len(leaf.shape)) if leaf.shape else prior_leaf
-        # marked, so convergence checks skip weights whose hidden units can swap labels
-        values.append(numpyro.sample(site, d, infer={"ctx_encoder": True}))
+        # marked, so convergence checks skip weights whose hidden units can swap labels;
+        # arrays the module's output is linear in are Gaussian weights for method="marginal"
+        field = getattr(path[0], "name", None) if path else None
+        infer = {"ctx_encoder": True, **({"ctx_linear": True} if field in linear else {})}
+        values.append(numpyro.sample(site, d, infer=infer))
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, values), static)
 
 
@@ -300,6 +307,16 @@ _MSG_MEMBER_SIZED = (
     "argument that is 1-D where (N, p) was meant, e.g. X of shape (N,) makes "
     "`ctx.nn.MLP(C.shape[-1], X.shape[-1])` output N values per member: pass X[:, None]. "
     "If the size is meant, pass event_shape= to ctx.contextual to say so.")
+
+
+def _contextual_site(name: str, value: jax.Array) -> jax.Array:
+    """``numpyro.deterministic`` marked ``infer={"ctx_contextual": True}``: inference routines
+    (``method="marginal"``) find the per-member parameters by it."""
+    if not numpyro.primitives._PYRO_STACK:
+        return value
+    msg = {"type": "deterministic", "name": name, "value": value, "cond_indep_stack": [],
+           "infer": {"ctx_contextual": True}}
+    return apply_stack(msg)["value"]
 
 
 def contextual(
@@ -376,7 +393,7 @@ def contextual(
             batch[f.dim] = f.size
         batch_now = mean.shape[: mean.ndim - len(member_shape)]
         full = jnp.broadcast_shapes(tuple(batch), batch_now) + member_shape
-        return numpyro.deterministic(name, jnp.broadcast_to(mean, full))
+        return _contextual_site(name, jnp.broadcast_to(mean, full))
     d = dist.Normal(mean, scale)
     if member_shape:
         d = d.to_event(len(member_shape))

@@ -29,7 +29,7 @@ from ctxppl.infer._validate import (
 
 __all__ = ["fit", "fit_many", "METHODS", "DEFAULTS"]
 
-METHODS = ("map", "laplace", "svi", "nuts")
+METHODS = ("map", "laplace", "svi", "nuts", "marginal")
 
 _OPT = {"num_steps": 5000, "learning_rate": 1e-2, "optimizer": "adam", "tol": 1e-6,
         "window": 100, "patience": 5, "clip_norm": None, "batch_size": None,
@@ -40,6 +40,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "map": dict(_OPT),
     "laplace": {**_OPT, "num_samples": 1000},
     "svi": {**_OPT, "tol": 0.0, "guide": "normal", "num_particles": 1, "num_samples": 1000},
+    "marginal": {"num_steps": 200, "tol": 1e-7, "num_samples": 1000, "hyper": "laplace",
+                 "num_hyper_samples": 20, "newton_steps": 20, "init_strategy": init_to_median,
+                 "progress": True, "plate": None, "weights": None, "on_failure": "raise"},
     "nuts": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "chain_method": "auto",
              "target_accept_prob": 0.8, "max_tree_depth": 10, "dense_mass": False,
              "thinning": 1, "init_strategy": init_to_median, "progress": True, "plate": None,
@@ -68,6 +71,12 @@ def _options(method: str, options: dict[str, Any]) -> dict[str, Any]:
             not _is_int(opts["batch_size"]) or opts["batch_size"] < 1):
         raise ValueError(f"`batch_size` must be a positive int or None; got "
                          f"{opts['batch_size']!r}.")
+    if method == "marginal":
+        if opts["hyper"] not in ("laplace", "map"):
+            raise ValueError(f"`hyper` must be 'laplace' or 'map'; got {opts['hyper']!r}.")
+        for name in ("num_hyper_samples", "newton_steps"):
+            if not isinstance(opts[name], int | np.integer) or opts[name] < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {opts[name]!r}.")
     if "optimizer" in opts and isinstance(opts["optimizer"], str) and \
             opts["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be an optax GradientTransformation or one of "
@@ -143,6 +152,9 @@ def _status_message(code: int, info: dict[str, Any], method: str) -> str:
         last = f"; last finite loss {hist[finite[-1]]:.6g} at step {finite[-1]}" if len(
             finite) else "; the initial loss was already non-finite (check priors/inits)"
         msg += last
+    if method == "marginal" and "hessian_ok" in info and not bool(info["hessian_ok"]):
+        msg = "marginal failed: the Hessian of -log p over the Gaussian weights is not " \
+              "positive definite (a likelihood that is not log-concave in them?)"
     if method == "laplace" and "hessian_ok" in info and not bool(info["hessian_ok"]):
         msg = ("Laplace failed: the Hessian at the mode is not positive definite (the mode "
                "may be a saddle, or the posterior improper or flat in some direction, as for "
@@ -203,11 +215,28 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
     * ``"nuts"``: numpyro NUTS over the latent sites, ``num_chains`` chains (vectorized on
       one device). ``param`` sites (point-estimated encoders) are first fitted by MAP and
       held there (empirical Bayes); give the encoder a ``prior`` to sample it too.
+    * ``"marginal"``: calibrated per-sample intervals for encoders that are linear in
+      Gaussian weights (:class:`ctxppl.nn.HSGP` with ``prior=gp.prior``, any
+      ``ctx.nn.Linear`` / custom encoder with a Normal prior): the weights are integrated out
+      (exactly for a Gaussian likelihood, by Laplace otherwise), the hyperparameters fitted
+      by their marginal likelihood (L-BFGS-B, ``num_steps`` iterations, ``tol``), then a
+      Laplace approximation over them (``hyper="laplace"``, ``num_hyper_samples`` draws; or
+      ``hyper="map"``); ``num_samples`` posterior draws. See ``docs/uncertainty.md``::
+
+          gp = ctx.nn.HSGP(C.shape[1], X.shape[1], domain=C)
+          def model(C, X, Y=None):
+              enc = ctx.encoder("enc", gp, prior=gp.prior)
+              sigma = 0.01 + numpyro.sample("sigma", dist.HalfNormal(1.0))  # noise floor
+              with ctx.plate("n", C.shape[0], context=C):
+                  w = ctx.contextual("w", enc)
+                  numpyro.sample("y", dist.Normal(jnp.sum(X * w, -1), sigma), obs=Y)
+          fit = ctx.fit(model, C, X, Y, method="marginal", key=0)
+          w = fit.predict(C_new, X_new)["w"]   # (draws, n, d): quantiles are the intervals
 
     Args:
         model: A NumPyro model function.
         *args: Positional arguments of the model (arrays are traced, not baked in).
-        method: ``"map"``, ``"laplace"``, ``"svi"`` or ``"nuts"``.
+        method: ``"map"``, ``"laplace"``, ``"svi"``, ``"nuts"`` or ``"marginal"``.
         key: ``jax.random.key`` or int seed (required).
         model_kwargs: Keyword arguments of the model.
         **options: Method options; see ``ctx.infer.DEFAULTS[method]``. Common ones:
@@ -245,6 +274,8 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
     param_names = tuple(n for n, s in structure.sites.items() if s.type == "param")
     if method == "nuts":
         return _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0)
+    if method == "marginal":
+        return _fit_marginal(model, args, kwargs, key, opts, structure, param_names, t0)
     weights, val = _val_weights(opts, structure, key)
     spec = _spec(method, opts)
     with progress_bar(spec.loop.num_steps, f"ctxppl {method}", opts["progress"]) as token:
@@ -268,6 +299,35 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
     return Fit(model=model, args=args, kwargs=kwargs, method=method, params=out["values"],
                samples=samples, diagnostics=diagnostics, options=_describe(opts), key=key,
                param_names=param_names, guide_params=out["guide_params"])
+
+
+def _fit_marginal(model, args, kwargs, key, opts, structure, param_names, t0):  # noqa: ANN001, ANN202
+    from ctxppl.infer._marginal import run_marginal
+
+    w = None
+    if opts["weights"] is not None:
+        w = _check_weights(opts["weights"], _plate_size(structure, opts["plate"], "weights"),
+                           "weights")
+    values, samples, info = run_marginal(model, key, args, kwargs, opts, w)
+    code = int(info["status"])
+    ok = code != NONFINITE and info["hessian_ok"]
+    diagnostics = {**info, "converged": ok, "message": _status_message(code, info, "marginal"),
+                   "seconds": time.perf_counter() - t0}
+    if not ok:
+        text = f"ctx.fit(method='marginal') failed: {diagnostics['message']}."
+        if opts["on_failure"] == "raise":
+            raise FitError(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+    elif not info["hyper_hessian_ok"]:
+        warnings.warn("ctx.fit(method='marginal'): the Hessian of the negative log marginal "
+                      "over the hyperparameters is not positive definite, so they are held "
+                      "at their type-II MAP and the intervals ignore their uncertainty. Give "
+                      "the hyperparameters proper priors, or pass hyper='map' to silence "
+                      "this.", RuntimeWarning, stacklevel=3)
+    samples = {k: np.asarray(v)[None] for k, v in samples.items()}  # (chain=1, draws, ...)
+    return Fit(model=model, args=args, kwargs=kwargs, method="marginal",
+               params=jax.device_get(values), samples=samples, diagnostics=diagnostics,
+               options=_describe(opts), key=key, param_names=param_names)
 
 
 def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # noqa: ANN001, ANN202
@@ -360,6 +420,9 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
         array([0.5 , 2.49], dtype=float32)
     """
     t0 = time.perf_counter()
+    if method == "marginal":
+        raise ValueError("`method='marginal'` is not supported by fit_many (its optimiser runs "
+                         "on the host); use ctx.fit per data set, or 'map'/'laplace'/'svi'.")
     if method == "nuts":
         raise ValueError("`method='nuts'` is not supported by fit_many (NUTS runs its own "
                          "vectorized chains); use ctx.fit per resample, or 'map'/'laplace'/"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -85,7 +85,14 @@ def _key(key: PRNGKeyArray | None) -> PRNGKeyArray:
 
 
 class Encoder(eqx.Module):
-    """Base class of ctxppl encoders: ``__call__(c) -> params`` on one context vector."""
+    """Base class of ctxppl encoders: ``__call__(c) -> params`` on one context vector.
+
+    ``linear_fields`` names the fields whose arrays the output is linear in (before the
+    link): with a Normal prior they are Gaussian weights, which ``ctx.fit(...,
+    method="marginal")`` integrates out.
+    """
+
+    linear_fields: ClassVar[tuple[str, ...]] = ()
 
     def reinit(self, key: PRNGKeyArray) -> Encoder:
         """The same architecture with fresh initial values drawn from ``key``."""
@@ -104,6 +111,7 @@ class Constant(Encoder):
     """
 
     value: Float[Array, "..."]
+    linear_fields: ClassVar[tuple[str, ...]] = ("value",)
     in_size: int = eqx.field(static=True)
     out_shape: tuple[int, ...] = eqx.field(static=True)
     link: str | Callable | None = eqx.field(static=True)
@@ -133,6 +141,7 @@ class Linear(Encoder):
 
     weight: Float[Array, "out in_size"]
     bias: Float[Array, " out"]
+    linear_fields: ClassVar[tuple[str, ...]] = ("weight", "bias")
     in_size: int = eqx.field(static=True)
     out_shape: tuple[int, ...] = eqx.field(static=True)
     link: str | Callable | None = eqx.field(static=True)
