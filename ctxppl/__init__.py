@@ -33,7 +33,8 @@ from ctxppl.infer import fit as fit  # noqa: E402
 from ctxppl.infer import fit_many as fit_many  # noqa: E402
 from ctxppl.infer import load as load  # noqa: E402
 
-_LAZY_MODULES = ("models", "estimators", "analysis", "plot", "online", "workflow", "datasets")
+_LAZY_MODULES = ("models", "estimators", "analysis", "plot", "online", "workflow", "datasets",
+                 "distributed")
 _LAZY_NAMES = {"mixed": ("ctxppl.models.mixed", "mixed")}
 
 __all__ = ["plate", "context", "encoder", "contextual", "PlateInfo", "fit", "fit_many", "Fit",

@@ -9,6 +9,7 @@ function (wrap the model, then jit the function that calls it).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -198,6 +199,66 @@ class subsample_with_replacement(Messenger):
         if (msg["type"] == "plate" and self.plate in (None, msg["name"])
                 and msg["value"] is None):
             msg["fn"] = _indices_with_replacement
+
+
+def _indices_per_shard(shards: int, size: int, subsample_size: int | None,
+                       rng_key: Any = None) -> jax.Array:
+    if subsample_size is None or subsample_size >= size:
+        return jnp.arange(size)
+    if rng_key is None:
+        raise ValueError("minibatches need a random key: run the model under "
+                         "numpyro.handlers.seed (ctx.fit does).")
+    rows, per = size // shards, subsample_size // shards
+    local = jax.random.randint(rng_key, (shards, per), 0, rows)
+    return (jnp.arange(shards)[:, None] * rows + local).reshape(-1)
+
+
+class per_shard_minibatch(Messenger):
+    r"""Draw a plate's minibatch evenly from the row shards of its data (one block per shard).
+
+    When a plate's rows are split over ``num_shards`` devices (possibly of several
+    processes), a uniform minibatch would mostly need rows another device holds. Here shard
+    ``s`` contributes ``subsample_size / num_shards`` rows drawn (with replacement) from its
+    own block ``[s * size / num_shards, (s + 1) * size / num_shards)``, and ``ctx.plate``
+    cuts its context and ``numpyro.subsample`` data block by block, so each device gathers
+    only local rows and every device does the same work. The scaled log-likelihood stays
+    unbiased (stratified sampling with equal strata). ``ctx.fit`` applies it by itself to
+    plates whose data arrays are row-sharded.
+
+    Args:
+        fn: The model (or guide).
+        shards: ``{plate name: (num_shards, row sharding)}``; the sharding (a
+            ``NamedSharding`` splitting axis 0) pins the minibatch to the shards.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpyro, ctxppl as ctx
+        >>> from ctxppl._handlers import per_shard_minibatch
+        >>> def model():
+        ...     with ctx.plate("n", 8, subsample_size=4) as idx:
+        ...         return idx
+        >>> idx = numpyro.handlers.seed(per_shard_minibatch(model, shards={"n": (2, None)}), 0)()
+        >>> bool(jnp.all(idx[:2] < 4) & jnp.all(idx[2:] >= 4))
+        True
+    """
+
+    def __init__(self, fn=None, shards: dict[str, tuple[int, Any]] | None = None):  # noqa: ANN001
+        self.shards = dict(shards or {})
+        super().__init__(fn)
+
+    def process_message(self, msg) -> None:  # noqa: ANN001
+        if msg["type"] == "ctx_plate" and msg["plate"] in self.shards:
+            msg["shards"] = self.shards[msg["plate"]]
+        elif msg["type"] == "plate" and msg["name"] in self.shards and msg["value"] is None:
+            num = self.shards[msg["name"]][0]
+            size, sub = msg["args"][0], msg["args"][1]
+            if sub is not None and sub < size:
+                if size % num or sub % num:
+                    raise ValueError(
+                        f"plate {msg['name']!r} (size {size}) is split over {num} shards and "
+                        f"draws minibatches per shard: its size and subsample size "
+                        f"({sub}) must be multiples of {num}; choose `batch_size` (or "
+                        f"`subsample_size`) as a multiple of {num}.")
+                msg["fn"] = functools.partial(_indices_per_shard, num)
 
 
 def _replace_loc(fn: dist.Distribution, new_loc: jax.Array, scale: Any) -> dist.Distribution:

@@ -35,7 +35,8 @@ def _no_default(*args: Any, **kwargs: Any) -> None:
 
 
 def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    """A value known on this process (not a tracer, not a multi-process global array)."""
+    return not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True)
 
 
 def check_context(name: str, size: int, context: Any) -> None:
@@ -69,6 +70,25 @@ def check_context(name: str, size: int, context: Any) -> None:
                 f"`context` of ctx.plate({name!r}) contains {bad} NaN/inf value(s); "
                 "impute or drop those members first."
             )
+
+
+def take_rows(a: Any, indices: jax.Array, shards: tuple[int, Any] | None,
+              axis: int = 0) -> jax.Array:
+    """``jnp.take(a, indices, axis)``; for per-shard minibatches of row-sharded data the
+    gather runs block by block, so no device reads another device's rows."""
+    size = jnp.shape(a)[axis]
+    if shards is None or shards[0] < 2 or size % shards[0] or axis % jnp.ndim(a) != 0 \
+            or jnp.shape(indices)[0] % shards[0]:
+        return jnp.take(a, indices, axis=axis)
+    num, sharding = shards
+    rows, per = size // num, jnp.shape(indices)[0] // num
+    local = (indices % rows).reshape(num, per)
+    blocks = jnp.reshape(a, (num, rows) + jnp.shape(a)[1:])
+    out = jax.vmap(lambda b, i: jnp.take(b, i, axis=0))(blocks, local)
+    out = jnp.reshape(out, (num * per,) + jnp.shape(a)[1:])
+    if sharding is not None:
+        out = jax.lax.with_sharding_constraint(out, sharding)
+    return out
 
 
 class PlateInfo:
@@ -131,6 +151,7 @@ class plate(numpyro.plate):
             "context": context,
             "size": size,
             "weights": None,
+            "shards": None,  # (num_shards, sharding) when ctx.fit splits the rows
             "value": False,  # handlers set True when they replace the context
             "fn": _no_default,
             "args": (),
@@ -157,12 +178,13 @@ class plate(numpyro.plate):
             )
         self.context = context
         self.weights = weights
+        self.shards = msg["shards"]
         super().__init__(name, size, subsample_size=subsample_size, dim=dim)
 
     def _take(self, tree: Any) -> Any:
         if self.subsample_size == self.size:
             return tree
-        return jax.tree_util.tree_map(lambda a: jnp.take(a, self._indices, axis=0), tree)
+        return jax.tree_util.tree_map(lambda a: take_rows(a, self._indices, self.shards), tree)
 
     def process_message(self, msg) -> None:  # noqa: ANN001
         if msg["type"] == "ctx_plate":
@@ -183,6 +205,17 @@ class plate(numpyro.plate):
             w = self._take(self.weights)
             w = jnp.reshape(w, (-1,) + (1,) * (-self.dim - 1))
             msg["scale"] = w if msg["scale"] is None else msg["scale"] * w
+
+    def postprocess_message(self, msg) -> None:  # noqa: ANN001
+        if (self.shards is not None and msg["type"] == "subsample" and self.dim is not None
+                and self.subsample_size < self.size
+                and msg["kwargs"].get("event_dim") is not None):
+            shape = jnp.shape(msg["value"])
+            if len(shape) == msg["kwargs"]["event_dim"] - self.dim and shape[0] == self.size:
+                # rows on the leading axis, split over devices: gather block by block
+                msg["value"] = take_rows(msg["value"], self._indices, self.shards)
+                return
+        super().postprocess_message(msg)
 
 
 def context(plate: str | None = None) -> tuple[Any, PlateInfo]:

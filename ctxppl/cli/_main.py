@@ -1,7 +1,8 @@
 """The ``ctxppl`` command line.
 
 Commands: ``demo`` (the seed tutorial), ``fit`` (a CSV -> per-sample parameters, posterior,
-summary, plots), ``predict`` (a fitted folder + new rows), ``mixed`` (an lme4 formula).
+summary, plots), ``predict`` (a fitted folder + new rows), ``mixed`` (an lme4 formula),
+``launch`` (a script as N local processes of one ``jax.distributed`` run).
 
 Exit codes scripts can rely on: **0** success, **1** failure while running (a fit that
 diverged, an unexpected error), **2** bad usage or input (unknown option, missing file,
@@ -159,6 +160,34 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--id", metavar="COL", default=None, help="column of unique row ids")
     _outputs(mx)
     _common(mx)
+
+    la = sub.add_parser(
+        "launch", help="run a script as N local processes of one jax.distributed run",
+        description="Start N copies of SCRIPT on this machine as the processes of one "
+        "multi-process JAX run (coordinator on a free 127.0.0.1 port). The script calls "
+        "ctx.distributed.initialize() first; on a cluster, srun / Kubernetes start the "
+        "processes instead and the same script runs unchanged.",
+        epilog="example: ctxppl launch -n 2 train.py --epochs 3\n"
+        "exit code: 0 when every process succeeded, else the first failing process's code.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    la.add_argument("-n", "--num-processes", type=int, required=True, metavar="N",
+                    help="number of processes")
+    la.add_argument("-m", "--module", action="store_true",
+                    help="TARGET is a module to run as `python -m TARGET`")
+    la.add_argument("--cpu-devices", type=int, default=None, metavar="K",
+                    help="CPU devices per process (sets "
+                    "--xla_force_host_platform_device_count)")
+    la.add_argument("--port", type=int, default=None, help="coordinator port (default: free)")
+    la.add_argument("--heartbeat-timeout", type=int, default=None, metavar="S",
+                    help="seconds before a silent process counts as dead (default: JAX's)")
+    la.add_argument("--collective-timeout", type=int, default=None, metavar="S",
+                    help="seconds a CPU collective waits for its peers (default: XLA's)")
+    la.add_argument("--grace", type=float, default=30.0, metavar="S",
+                    help="after a process fails, seconds the others get to stop (30)")
+    la.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="stop every process after S seconds (exit 1)")
+    la.add_argument("target", metavar="SCRIPT", help="the Python script (or module with -m)")
+    la.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
     return p
 
 
@@ -183,6 +212,10 @@ def _run(args: argparse.Namespace) -> int:
 
         run_demo(seed=args.seed, out=args.out, progress=not args.quiet, nuts=not args.no_nuts)
         return EXIT_OK
+    if args.command == "launch":
+        from ctxppl.cli._launch import run_launch
+
+        return run_launch(args)
     _positive(args)
     if args.command == "fit":
         from ctxppl.cli._fit import run_fit

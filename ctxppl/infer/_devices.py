@@ -3,7 +3,10 @@ r"""Spread the fits of ``fit_many`` over devices: the fit axis is sharded, the d
 On a machine with several devices (GPUs, TPU cores, or CPU cores exposed as host devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts) each device runs
 its share of the ``B`` independent fits; the fits never communicate except for the shared
-stopping test of the optimisation loop. With one device nothing changes.
+stopping test of the optimisation loop. With one device nothing changes. In a
+multi-process run (``ctx.distributed.initialize``) the default is every device of every
+process: each process passes the same arguments, runs its share of the fits, and the results
+are gathered so that every process holds all of them.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ctxppl.infer._distributed import place_replicated
+
 __all__ = ["fit_devices", "FitSharding"]
 
 
 def fit_devices(devices: Any) -> list:
-    """The device list for ``fit_many(devices=...)``: None = all local devices, an int = the
-    first that many, or a sequence of ``jax.Device``."""
+    """The device list for ``fit_many(devices=...)``: None = all devices (of every process
+    in a multi-process run), an int = the first that many local ones, or a sequence of
+    ``jax.Device``."""
     local = jax.local_devices()
     if devices is None:
-        return list(local)
+        return list(jax.devices())
     if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
         if not 1 <= devices <= len(local):
             raise ValueError(f"`devices` must be between 1 and the {len(local)} local "
@@ -59,14 +65,16 @@ class FitSharding:
             return x
         if self.pad:
             x = jax.numpy.concatenate([x, jax.numpy.repeat(x[-1:], self.pad, axis=0)], axis=0)
-        return jax.device_put(x, self._fits)
+        is_key = jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(x) if is_key else x)
+        # the same value on every process; each places its own shards
+        out = jax.make_array_from_callback(host.shape, self._fits, lambda i: host[i])
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(x)) if is_key else out
 
     def shared(self, tree: Any) -> Any:
         if not self.active:
             return tree
-        put = lambda x: jax.device_put(x, self._rep) if isinstance(x, np.ndarray | jax.Array) \
-            else x
-        return jax.tree_util.tree_map(put, tree)
+        return place_replicated(tree, self._fits.mesh)
 
     def unpad(self, tree: Any) -> Any:
         if not self.pad:

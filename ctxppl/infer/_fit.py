@@ -15,6 +15,13 @@ from numpyro.infer.initialization import init_to_median
 from ctxppl._warnings import find_stack_level
 from ctxppl.infer._devices import FitSharding, fit_devices
 from ctxppl.infer._diagnostics import checked_sites, mixing_problems, site_diagnostics
+from ctxppl.infer._distributed import (
+    collective_failure,
+    mesh_of,
+    place_replicated,
+    row_shards,
+    to_host,
+)
 from ctxppl.infer._loop import NONFINITE, STATUS, LoopOptions, progress_bar
 from ctxppl.infer._nuts import run_nuts
 from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
@@ -53,6 +60,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+
+
+_MSG_NUTS_GLOBAL = (
+    "method='nuts' does not take rows split over several processes: every leapfrog step "
+    "would be a cross-process all-reduce, and NUTS takes hundreds of them per draw (see "
+    "docs/distributed.md). Fit by 'map', 'laplace' or 'svi' across processes, or gather "
+    "the rows and run NUTS on one process (ctx.fit_many spreads independent fits).")
 
 
 def _options(method: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -115,13 +129,14 @@ def _check_weights(w: Any, size: int, name: str, batched: bool = False) -> jax.A
     return w
 
 
-def _spec(method: str, opts: dict[str, Any]) -> OptSpec:
+def _spec(method: str, opts: dict[str, Any], shards: dict | None = None) -> OptSpec:
     loop = LoopOptions(int(opts["num_steps"]), float(opts["tol"]), int(opts["window"]),
                        int(opts["patience"]), bool(opts["progress"]))
     return OptSpec(method, opts["optimizer"], float(opts["learning_rate"]), loop, opts["plate"],
                    None if opts["batch_size"] is None else int(opts["batch_size"]),
                    opts["init_strategy"], opts.get("guide"), int(opts.get("num_particles", 1)),
-                   int(opts.get("num_samples", 1)), opts["clip_norm"])
+                   int(opts.get("num_samples", 1)), opts["clip_norm"],
+                   tuple(sorted((shards or {}).items())))
 
 
 def _describe(opts: dict[str, Any]) -> dict[str, Any]:
@@ -273,21 +288,37 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
                                                   options)
     param_names = tuple(n for n, s in structure.sites.items() if s.type == "param")
     if method == "nuts":
+        if mesh_of((args, kwargs)) is not None:
+            raise ValueError(_MSG_NUTS_GLOBAL)
         return _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0)
     if method == "marginal":
         return _fit_marginal(model, args, kwargs, key, opts, structure, param_names, t0)
     weights, val = _val_weights(opts, structure, key)
-    spec = _spec(method, opts)
-    with progress_bar(spec.loop.num_steps, f"ctxppl {method}", opts["progress"]) as token:
-        out = run_opt(model, spec, key, args, kwargs, weights, val, np.int32(token))
-    out = jax.device_get(out)
+    # data split over devices (global_arrays, shard_fit): minibatches are drawn per shard
+    spec = _spec(method, opts, row_shards((args, kwargs), structure.plates))
+    mesh = mesh_of((args, kwargs))
+    run_args, run_kwargs, run_key = args, kwargs, key
+    if mesh is not None:  # several processes: every other input is replicated on the mesh
+        run_args, run_kwargs, weights, val, run_key = place_replicated(
+            (args, kwargs, weights, val, key), mesh)
+    show = opts["progress"] and jax.process_index() == 0  # one bar, on process 0
+    with progress_bar(spec.loop.num_steps, f"ctxppl {method}", show) as token:
+        try:
+            out = run_opt(model, spec, run_key, run_args, run_kwargs, weights, val,
+                          np.int32(token))
+            out = to_host(out)  # per-member sites gathered: every process holds all values
+        except jax.errors.JaxRuntimeError as e:
+            if mesh is None:
+                raise
+            raise collective_failure(e, f"ctx.fit(method={method!r})") from e
     info = out["info"]
     code = int(info["status"])
     ok = code != NONFINITE and bool(info.get("hessian_ok", True))
     diagnostics = {"loss_history": info["loss_history"], "num_steps": int(info["num_steps"]),
                    "val_history": info["val_history"], "status": code, "converged": ok,
                    "message": _status_message(code, info, method),
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0,
+                   "num_processes": jax.process_count() if mesh is not None else 1}
     if not ok:
         text = f"ctx.fit(method={method!r}) failed: {diagnostics['message']}."
         if opts["on_failure"] == "raise":
@@ -480,10 +511,16 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
             jax.random.permutation(jax.random.fold_in(k, 11), size)[:n_val]].set(1.0))(keys)
         W = (jnp.ones((B, size)) if W is None else W) * (1.0 - V)
     place = FitSharding(devs, B)
-    with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", opts["progress"]) as token:
-        out = run_opt_many(model, spec, place.per_fit(keys), *place.shared((args, kwargs)),
-                           place.per_fit(W), place.per_fit(V), np.int32(token))
-    out = place.unpad(jax.device_get(out))
+    show = opts["progress"] and jax.process_index() == 0  # one bar, on process 0
+    with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", show) as token:
+        try:
+            out = run_opt_many(model, spec, place.per_fit(keys), *place.shared((args, kwargs)),
+                               place.per_fit(W), place.per_fit(V), np.int32(token))
+            out = place.unpad(to_host(out))  # fits of other processes gathered
+        except jax.errors.JaxRuntimeError as e:
+            if jax.process_count() == 1:
+                raise
+            raise collective_failure(e, f"ctx.fit_many(method={method!r})") from e
     info = out["info"]
     codes = np.asarray(info["status"])
     hess = np.asarray(info.get("hessian_ok", np.ones(B, bool)))
@@ -499,7 +536,8 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
                    "status": codes, "converged": ok, "message": messages,
                    "weights": None if W is None else np.asarray(W),
                    "val_weights": None if V is None else np.asarray(V),
-                   "val_history": info["val_history"], "seconds": time.perf_counter() - t0}
+                   "val_history": info["val_history"], "seconds": time.perf_counter() - t0,
+                   "num_processes": len({d.process_index for d in devs})}
     samples = out["samples"]
     if samples is not None:
         samples = {k: v[:, None] for k, v in samples.items()}  # (B, chain=1, draws, ...)

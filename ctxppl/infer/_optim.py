@@ -27,6 +27,7 @@ from ctxppl.infer._sites import (
     initial_unconstrained,
     neg_log_joint,
     obs_neg_log_lik,
+    sample_minibatches,
     wrap_model,
 )
 
@@ -61,6 +62,7 @@ class OptSpec(NamedTuple):
     num_particles: int
     num_samples: int
     clip_norm: float | None
+    shards: tuple = ()  # ((plate, (num_shards, sharding)), ...): row-sharded plates
 
 
 def make_optimizer(spec: OptSpec) -> optax.GradientTransformation:
@@ -131,7 +133,7 @@ def _laplace_draws(full, u, latents, key, args, kwargs, num_samples):  # noqa: A
 
 
 def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token):  # noqa: ANN001, ANN202
-    train = wrap_model(model, spec.plate, weights, spec.batch_size)
+    train = wrap_model(model, spec.plate, weights, spec.batch_size, shards=spec.shards)
     full = wrap_model(model, spec.plate, weights, full=True)
     val_model = None
     if val_weights is not None:
@@ -156,7 +158,8 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
     elif spec.method == "svi":
         tx = make_optimizer(spec)
         # the guide draws the minibatch (the model replays it): make it the fast sampler
-        guide = subsample_with_replacement(make_guide(spec.guide, train, spec.init_strategy))
+        guide = sample_minibatches(subsample_with_replacement(
+            make_guide(spec.guide, train, spec.init_strategy)), spec.shards)
         svi = SVI(train, guide, optax_to_numpyro(tx), Trace_ELBO(num_particles=spec.num_particles))
         val_loss = None
         if val_model is not None:

@@ -277,6 +277,9 @@ class Fit:
         if self.batch_shape:
             raise ValueError("to_arviz() needs a single fit; use fit[i].to_arviz() on a "
                              "fit_many result.")
+        host = self._on_host()  # rows of several processes: gathered (call on every one)
+        if host is not self:
+            return host.to_arviz()
         full = wrap_model(self.model, full=True)
         structure = model_structure(self.model, self.args, self.kwargs, full=True)
         samples = self.samples
@@ -320,6 +323,11 @@ class Fit:
         save (e.g. a model keyword argument that is a function, which cannot be saved)
         raises before the file is touched, so an existing file at ``path`` stays intact.
 
+        A fit computed by several processes together (global arrays from
+        :func:`ctxppl.distributed.global_arrays`, or ``fit_many`` over their devices) is
+        written once, by process 0; call ``save`` on every process like the rest of the
+        program (arguments split over processes are gathered first).
+
         Examples:
             >>> import os, tempfile, jax.numpy as jnp, numpyro, numpyro.distributions as dist
             >>> import ctxppl as ctx
@@ -330,4 +338,20 @@ class Fit:
             >>> float(ctx.load(p, model=model).params["m"]) == float(fit.params["m"])
             True
         """
-        save_fit(self, path)
+        fit = self._on_host()  # a collective when the arguments span several processes
+        if self.diagnostics.get("num_processes", 1) > 1 and jax.process_index() != 0:
+            return  # a fit shared by several processes is written once, by process 0
+        save_fit(fit, path)
+
+    def _on_host(self) -> Fit:
+        """This fit with every array on this host (global arrays gathered: call it on every
+        process of a multi-process fit)."""
+        from ctxppl.infer._distributed import has_global, to_host
+
+        if not has_global((self.args, self.kwargs)):
+            return self
+        args, kwargs = to_host((self.args, self.kwargs))
+        return Fit(model=self.model, args=args, kwargs=kwargs, method=self.method,
+                   params=self.params, samples=self.samples, diagnostics=self.diagnostics,
+                   options=self.options, key=self.key, param_names=self.param_names,
+                   guide_params=self.guide_params, batch_shape=self.batch_shape)

@@ -21,7 +21,7 @@ from numpyro.distributions.util import sum_rightmost
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 
-from ctxppl._handlers import minibatch, subsample_with_replacement, weight
+from ctxppl._handlers import minibatch, per_shard_minibatch, subsample_with_replacement, weight
 
 __all__ = ["latent_and_param_sites", "initial_unconstrained", "constrain_substitute",
            "neg_log_joint", "constrained_values", "obs_neg_log_lik", "wrap_model",
@@ -42,8 +42,9 @@ def _is_real(c: Any) -> bool:
         isinstance(c, constraints.independent) and c.base_constraint is constraints.real)
 
 
-def wrap_model(model, plate=None, weights=None, batch_size=None, full=False):  # noqa: ANN001, ANN201
-    """Apply ctxppl's plate handlers: per-member ``weights``, minibatch size or full batch."""
+def wrap_model(model, plate=None, weights=None, batch_size=None, full=False, shards=None):  # noqa: ANN001, ANN201
+    """Apply ctxppl's plate handlers: per-member ``weights``, minibatch size or full batch;
+    ``shards`` (``{plate: (num_shards, sharding)}``) draws minibatches per row shard."""
     if weights is not None:
         model = weight(model, plate=plate, weights=weights)
     if full:
@@ -51,7 +52,12 @@ def wrap_model(model, plate=None, weights=None, batch_size=None, full=False):  #
     if batch_size is not None:
         model = minibatch(model, plate=plate, size=batch_size)
     # outermost, so it sees the final subsample size of every plate
-    return subsample_with_replacement(model)
+    return sample_minibatches(subsample_with_replacement(model), shards)
+
+
+def sample_minibatches(fn, shards=None):  # noqa: ANN001, ANN201
+    """``fn`` drawing minibatches of row-sharded plates per shard (see per_shard_minibatch)."""
+    return per_shard_minibatch(fn, shards=dict(shards)) if shards else fn
 
 
 def latent_and_param_sites(tr: dict) -> tuple[list[str], list[str]]:

@@ -71,6 +71,11 @@ def check_finite_inputs(model: Callable, args: tuple, kwargs: dict) -> None:
                                 "as integers or one-hot columns first.")
             if isinstance(leaf, jax.core.Tracer):
                 continue
+            if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+                from ctxppl.infer._distributed import check_global_finite
+
+                check_global_finite(leaf, where)  # rows on several processes: all-reduce
+                continue
             arr = np.asarray(leaf)
             if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
                 bad = int(np.size(arr) - np.sum(np.isfinite(arr)))
