@@ -24,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ctxppl.models.mixed._formula import Design
+from ctxppl.models.mixed._glmm_host import fit_laplace_host
 from ctxppl.models.mixed._laplace import GLMMData, fit_laplace
 from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, theta_size
 from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
@@ -381,6 +382,12 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
     psi0 = np.concatenate([_glm_start(design, X), _glmm_start(design, th0)])
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
+    if structure.mode == "dense":  # several grouping factors: float64 on the host
+        out = fit_laplace_host(fam, np.asarray(design.y, float), X, Z, cols, ww, off,
+                               None if trials is None else np.asarray(trials, float), structure,
+                               Q, psi0, max_iter)
+        timing["optimize"] = time.perf_counter() - t
+        return _glmm_estimate(design, structure, X, out, out["b"], out["condvar"], 0.0)
     data = GLMMData(*(jnp.asarray(padded(a), dt) for a in (design.y, X, Z)),
                     jnp.asarray(padded(cols, 0)), jnp.asarray(padded(ww), dt),
                     jnp.asarray(padded(off), dt),
@@ -394,10 +401,24 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
     out = {**out, "psi": ref["psi"], "deviance": ref["deviance"], "u": ref["u"],
            "L": ref["L"]}
     timing["optimize"] = time.perf_counter() - t
+    theta = np.asarray(out["psi"], float)[p:p + theta_size(structure.layout)]
+    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    u = np.asarray(out["u"], float)
+    lam = _block_diag_np(lams)
+    Linv = np.linalg.inv(np.asarray(out["L"], float))  # block layout: (G, q, q) factors
+    cv = np.einsum("ab,gbc,dc->gad", lam, np.einsum("gba,gbc->gac", Linv, Linv), lam)
+    b, cv = _split_effects(structure, u @ lam.T, cv)
+    return _glmm_estimate(design, structure, X, out, b, cv, float(out["inner_err"]))
+
+
+def _glmm_estimate(design, structure, X, out, b, cv, inner_err):  # noqa: ANN001, ANN202
+    """The estimate of a GLMM fit: ``out`` has ``psi``, ``hess`` (of the deviance),
+    ``deviance``, ``grad``, ``status``, ``num_iter``; ``b``/``cv`` per term."""
+    p = X.shape[1]
     psi = np.asarray(out["psi"], float)
     nth = theta_size(structure.layout)
     beta, theta = psi[:p], psi[p:p + nth]
-    phi = float(np.exp(psi[-1])) if fam.name == "negative_binomial" else None
+    phi = float(np.exp(psi[-1])) if design.family.name == "negative_binomial" else None
     H = np.asarray(out["hess"], float)
     H = 0.5 * (H + H.T)
     try:
@@ -407,27 +428,9 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
         vcov = np.full((p, p), np.nan)
     lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
     covs = [lam @ lam.T for lam in lams]
-    u = np.asarray(out["u"], float)
-    L = np.asarray(out["L"], float)
-    if structure.mode == "block":
-        lam = _block_diag_np(lams)
-        b = u @ lam.T
-        Linv = np.linalg.inv(L)
-        Hinv = np.einsum("gba,gbc->gac", Linv, Linv)
-        cv = np.einsum("ab,gbc,dc->gad", lam, Hinv, lam)
-    else:
-        bs, cvs, i = [], [], 0
-        Linv = np.linalg.inv(L)
-        for lam, (G, q) in zip(lams, structure.sizes, strict=True):
-            bs.append((u[i:i + G * q].reshape(G, q) @ lam.T).reshape(-1))
-            Li = Linv[:, i:i + G * q].reshape(-1, G, q)
-            cvs.append(np.einsum("ab,cgb,cgd,ed->gae", lam, Li, Li, lam).reshape(G * q, q))
-            i += G * q
-        b, cv = np.concatenate(bs), np.concatenate(cvs, 0)
-    b, cv = _split_effects(structure, b, cv)
     ok, msg = _status(int(out["status"]), np.asarray(out["grad"]))
-    if float(out["inner_err"]) > 1e-3:
-        ok, msg = False, msg + f"; conditional modes not converged ({float(out['inner_err']):.1e})"
+    if inner_err > 1e-3:
+        ok, msg = False, msg + f"; conditional modes not converged ({inner_err:.1e})"
     dev = float(out["deviance"])
     return MarginalEstimate(beta, (), vcov, covs, b, cv, None, phi, "Laplace", dev, -0.5 * dev,
                             theta, int(out["num_iter"]), ok, msg,
