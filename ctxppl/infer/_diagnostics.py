@@ -19,9 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpyro.diagnostics import effective_sample_size, gelman_rubin
-from scipy.special import ndtri
-from scipy.stats import rankdata
 
 from ctxppl.infer._sites import ModelStructure
 
@@ -48,6 +45,9 @@ def _rank_normalize(x: np.ndarray) -> np.ndarray:
     """Normal scores of the ranks over all chains and draws, per element."""
     c, d = x.shape[:2]
     flat = x.reshape((c * d, -1))
+    from scipy.special import ndtri  # lazily: scipy.stats costs ~1 s of `import ctxppl`
+    from scipy.stats import rankdata
+
     r = rankdata(flat, axis=0, method="average")
     z = ndtri((r - 0.375) / (c * d + 0.25))
     return z.reshape(x.shape)
@@ -78,6 +78,8 @@ def split_rhat(x: Any) -> np.ndarray:
         raise ValueError(f"split R-hat needs draws of shape (chains, draws >= 4, ...); got "
                          f"shape {x.shape}.")
     with np.errstate(invalid="ignore", divide="ignore"):
+        from numpyro.diagnostics import gelman_rubin  # lazily: it imports scipy.fft
+
         return np.asarray(gelman_rubin(_rank_normalize(_split(x))))
 
 
@@ -96,6 +98,8 @@ def bulk_ess(x: Any) -> np.ndarray:
         raise ValueError(f"bulk ESS needs draws of shape (chains, draws >= 4, ...); got "
                          f"shape {x.shape}.")
     with np.errstate(invalid="ignore", divide="ignore"):
+        from numpyro.diagnostics import effective_sample_size
+
         return np.asarray(effective_sample_size(_rank_normalize(_split(x))))
 
 
