@@ -9,6 +9,7 @@ over entities. See :class:`GAME`, :class:`RandomEffects` and the update rules
 
 from ctxppl._moved import moved_names
 from ctxppl.online._dask import DaskRandomEffects as DaskRandomEffects
+from ctxppl.online._dask_game import DaskGAME as DaskGAME
 from ctxppl.online._effects import RandomEffects as RandomEffects
 from ctxppl.online._explore import predictive_mean as predictive_mean
 from ctxppl.online._features import IndexMap as IndexMap
@@ -29,8 +30,8 @@ from ctxppl.online._state import UpdateReport as UpdateReport
 from ctxppl.online._updates import update_entities as update_entities
 
 __all__ = [
-    "GAME", "from_fit", "evaluate", "RandomEffects", "DaskRandomEffects", "UpdateReport",
-    "Proposal", "UpdateError", "EntityState", "IndexMap", "Rule", "rule", "ridge",
+    "GAME", "from_fit", "evaluate", "RandomEffects", "DaskRandomEffects", "DaskGAME",
+    "UpdateReport", "Proposal", "UpdateError", "EntityState", "IndexMap", "Rule", "rule", "ridge",
     "bayes_linear", "logistic", "bayes_logistic", "bayes_poisson", "update_entities",
     "predictive_mean",
 ]
@@ -38,7 +39,7 @@ __all__ = [
 __getattr__ = moved_names(__name__, {
     "Bucket": "ctxppl.online._batch", "check_batch": "ctxppl.online._batch",
     "pad_records": "ctxppl.online._batch", "padded_sizes": "ctxppl.online._batch",
-    "shard_of": "ctxppl.online._dask", "predictive_moments": "ctxppl.online._explore",
+    "shard_of": "ctxppl.online._shards", "predictive_moments": "ctxppl.online._explore",
     "sample_coefficients": "ctxppl.online._explore",
     "ucb_from_moments": "ctxppl.online._explore",
     "records_to_arrays": "ctxppl.online._features", "EntityIndex": "ctxppl.online._state",

@@ -1,12 +1,10 @@
 r"""Entity-partitioned random effects on a Dask cluster.
 
-Entities are assigned to shards by a stable hash of their key; each shard is a
-:class:`~ctxppl.online.RandomEffects` that lives on one worker and is updated there by the
-same jitted function as a single-process table. An update is two-phase, so it stays
-all-or-nothing across the cluster: every shard first *proposes* its update (nothing
-changes); only when all proposals succeeded does every shard *commit*. A failure anywhere
-raises the worker's :class:`~ctxppl.online.UpdateError` (naming the entity) and leaves all
-shards unchanged.
+Entities are assigned to shards by a stable hash of their key (:func:`shard_of`); each shard
+is a :class:`~ctxppl.online.RandomEffects` that lives on one worker -- with a copy on another
+-- and is updated there by the same jitted function as a single-process table. An update is
+one transaction over all shards (see :mod:`ctxppl.online._shards`): all-or-nothing across the
+cluster, and a worker lost in the middle of it costs a retry, never an update.
 """
 
 from __future__ import annotations
@@ -14,51 +12,39 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ctxppl.online._batch import check_batch
 from ctxppl.online._effects import RandomEffects
-from ctxppl.online._state import EntityIndex, EntityState, Proposal, UpdateReport, as_keys
+from ctxppl.online._shards import (
+    ShardSet,
+    _propose,
+    _report,
+    await_all,
+    gather,
+    run_transaction,
+)
+from ctxppl.online._shards import shard_of as shard_of
+from ctxppl.online._state import UpdateReport, as_keys
 
-__all__ = ["DaskRandomEffects", "shard_of"]
-
-
-def shard_of(keys: Any, num_shards: int) -> np.ndarray:
-    """Shard of each entity key: ``key mod n`` for ints, a fixed-seed hash for strings
-    (identical in every process).
-
-    Examples:
-        >>> from ctxppl.online._dask import shard_of
-        >>> shard_of([0, 1, 5], 2).tolist()
-        [0, 1, 1]
-    """
-    keys = as_keys(keys)
-    if keys.dtype.kind in "iu":
-        return (keys % num_shards).astype(np.int64)
-    h = pd.util.hash_array(keys.astype(object), categorize=False)
-    return (h % np.uint64(num_shards)).astype(np.int64)
+__all__ = ["DaskRandomEffects", "shard_of", "sum_reports"]
 
 
-# functions run on the workers (module level, so workers import them) ----------------------
-def _new_shard(template: RandomEffects, threads: int) -> RandomEffects:
-    shard = template.copy()
-    shard.threads = threads
-    return shard
-
-
-def _propose(shard: RandomEffects, batch: dict, step: int) -> Proposal:
-    return shard.propose(batch["ids"], batch["X"], batch["y"], offset=batch["offset"],
-                         weight=batch["weight"], context=batch["context"], step=step)
-
-
-def _commit(shard: RandomEffects, proposal: Proposal) -> RandomEffects:
-    # in place: the proposal was checked on every shard, and commit cannot fail halfway
-    shard.commit(proposal)
-    return shard
+def sum_reports(step: int, reports: list) -> UpdateReport:
+    """One report for the shards' reports of one update."""
+    return UpdateReport(step, sum(r.num_entities for r in reports),
+                        sum(r.num_new for r in reports), sum(r.num_records for r in reports),
+                        [k for r in reports for k in r.skipped],
+                        max((r.max_iter for r in reports), default=0),
+                        max((r.seconds for r in reports), default=0.0))
 
 
 class DaskRandomEffects:
     r"""A :class:`~ctxppl.online.RandomEffects` table partitioned by entity over Dask workers.
+
+    Each shard lives on a worker and, with ``backup=True`` (default) and two or more
+    workers, also on the next one, which applies the same committed updates: a worker that
+    dies in the middle of an update loses nothing -- the update runs again from the states
+    before it, and nothing is applied twice. ``recoveries`` counts such retries.
 
     Args:
         client: A ``distributed.Client`` (a ``LocalCluster`` or any scheduler address).
@@ -67,6 +53,7 @@ class DaskRandomEffects:
         num_shards: Number of shards (default: one per worker); shard ``i`` lives on worker
             ``i mod num_workers``.
         threads: Threads each shard uses for its slabs (default 1: one per worker thread).
+        backup: Keep a second copy of every shard on another worker.
 
     Examples:
         >>> import numpy as np, ctxppl as ctx
@@ -81,35 +68,21 @@ class DaskRandomEffects:
     """
 
     def __init__(self, client: Any, template: RandomEffects, *, num_shards: int | None = None,
-                 threads: int = 1):
+                 threads: int = 1, backup: bool = True):
         if not isinstance(template, RandomEffects):
             raise TypeError(f"`template` must be a RandomEffects; got "
                             f"{type(template).__name__}.")
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = client.scheduler_info()["workers"]
         if not workers:
             raise ValueError("the Dask cluster has no workers.")
         self.client = client
         self.num_shards = int(num_shards or len(workers))
         if self.num_shards < 1:
             raise ValueError(f"`num_shards` must be positive; got {num_shards}.")
-        self._workers = [workers[i % len(workers)] for i in range(self.num_shards)]
         self._template = template
         self.step = template.step
-        parts = self._split_table(template)
-        self._shards = [client.submit(_new_shard, part, threads, workers=[w],
-                                      allow_other_workers=False, pure=False)
-                        for part, w in zip(parts, self._workers, strict=True)]
-
-    def _split_table(self, table: RandomEffects) -> list[RandomEffects]:
-        sid = shard_of(table.keys, self.num_shards) if len(table) else np.zeros(0, np.int64)
-        parts = []
-        for i in range(self.num_shards):
-            rows = np.flatnonzero(sid == i)
-            part = table.copy()
-            part._state = table.state.take(rows)
-            part._index = EntityIndex(table.keys[rows])
-            parts.append(part)
-        return parts
+        self.recoveries = 0
+        self.shards = ShardSet(client, template, self.num_shards, threads, backup)
 
     def __repr__(self) -> str:
         return (f"DaskRandomEffects({self._template.rule.family}, {self.num_shards} shards, "
@@ -126,52 +99,42 @@ class DaskRandomEffects:
         Examples:
             See the class example.
         """
-        from distributed import wait
-
         keys = as_keys(ids)
         n = keys.size
         step = self.step + 1 if step is None else int(step)
         X, y = np.asarray(X), np.asarray(y)
-        cols = {"X": X, "y": y, "offset": offset, "weight": weight, "context": context}
+        t = self._template
+        base = np.zeros(n, t.dtype) if offset is None else np.asarray(offset, t.dtype)
+        cols = {"X": X, "y": y, "offset": base, "weight": weight, "context": context}
         for k, v in cols.items():
             if v is not None and np.shape(v)[:1] != (n,):
                 raise ValueError(f"`{k}` must have {n} rows (one per record); got shape "
                                  f"{np.shape(v)}.")
         # data errors are found here, before anything is sent (record numbers are global)
-        t = self._template
-        check_batch(t.rule.family, keys, np.asarray(X, t.dtype), np.asarray(y, t.dtype),
-                    np.zeros(n, t.dtype) if offset is None else np.asarray(offset, t.dtype),
+        check_batch(t.rule.family, keys, np.asarray(X, t.dtype), np.asarray(y, t.dtype), base,
                     np.ones(n, t.dtype) if weight is None else np.asarray(weight, t.dtype))
         sid = shard_of(keys, self.num_shards)
-        props: dict[int, Any] = {}
+        parts = {}
         for i in np.unique(sid).tolist():
             sel = np.flatnonzero(sid == i)
-            batch = {"ids": keys[sel]}
-            batch.update({k: None if v is None else np.asarray(v)[sel] for k, v in cols.items()})
-            props[i] = self.client.submit(_propose, self._shards[i], batch, step,
-                                          workers=[self._workers[i]],
-                                          allow_other_workers=False, pure=False)
-        wait(list(props.values()))
-        for fut in props.values():
-            if fut.status == "error":
-                exc = fut.exception()
-                for other in props.values():
-                    other.release()
-                raise exc  # the worker's exception (e.g. UpdateError naming the entity)
-        reports = self.client.gather([props[i] for i in props], direct=False)
-        reports = [p.report for p in reports]
-        for i, fut in props.items():
-            self._shards[i] = self.client.submit(_commit, self._shards[i], fut,
-                                                 workers=[self._workers[i]],
-                                                 allow_other_workers=False, pure=False)
-        wait([self._shards[i] for i in props])
+            parts[i] = {"ids": keys[sel], "rows": sel,
+                        **{k: None if v is None else np.asarray(v)[sel] for k, v in cols.items()}}
+        shards = self.shards
+
+        def attempt() -> tuple[list, list]:
+            props = {i: shards.submit(i, _propose, shards.scatter(i, b), step)
+                     for i, b in parts.items()}
+            new = shards.commit(props)
+            reports = [self.client.submit(_report, p, pure=False) for p in props.values()]
+            await_all(self.client, [*props.values(), *reports,
+                                    *(f for c in new.values() for f in c[:2])],
+                      shards.workers)
+            return [new], gather(self.client, reports)
+
+        reports, retries = run_transaction([shards], attempt)
+        self.recoveries += retries
         self.step = max(self.step, step)
-        return UpdateReport(step, sum(r.num_entities for r in reports),
-                            sum(r.num_new for r in reports),
-                            sum(r.num_records for r in reports),
-                            [k for r in reports for k in r.skipped],
-                            max((r.max_iter for r in reports), default=0),
-                            max((r.seconds for r in reports), default=0.0))
+        return sum_reports(step, reports)
 
     def gather(self) -> RandomEffects:
         """All shards merged into one local :class:`RandomEffects` (rows ordered by shard).
@@ -179,13 +142,7 @@ class DaskRandomEffects:
         Examples:
             See the class example.
         """
-        shards = self.client.gather(self._shards)
-        out = self._template.copy()
-        states = [s.state for s in shards]
-        out._state = EntityState(*(np.concatenate(parts) for parts in zip(*states,
-                                                                           strict=True)))
-        keys = [s.keys for s in shards if len(s)]
-        out._index = EntityIndex(np.concatenate(keys) if keys else [])
+        out = self.shards.gather()
         out.step = self.step
         return out
 
