@@ -248,8 +248,9 @@ class Fit:
         """Per-sample sites whose posterior draws are all identical: say so, loudly."""
         plated = [n for n in sites if n in structure.sites and structure.sites[n].plates
                   and not structure.sites[n].observed and not structure.sites[n].encoder]
-        still = [n for n in plated if out[n].shape[nb] > 1
-                 and not bool(jnp.any(jnp.ptp(out[n], axis=nb) > 0))]
+        # draws of every fit of a fit_many result together: bootstraps give spread too
+        still = [n for n in plated if np.prod(out[n].shape[:nb + 1]) > 1 and not bool(
+            jnp.any(jnp.ptp(jnp.reshape(out[n], (-1,) + out[n].shape[nb + 1:]), axis=0) > 0))]
         if still:
             warnings.warn(no_uncertainty_message(still, f"Fit.predict ({self.method} fit)"),
                           RuntimeWarning, stacklevel=find_stack_level())

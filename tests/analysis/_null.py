@@ -22,19 +22,25 @@ def simulate(n, gamma, rng):
     return C, X, np.sum(X * beta, 1) + rng.normal(size=n)
 
 
-def replicate(R, *, n=200, bootstraps=100, gamma=0.0, seed=0, methods=("count", "normal")):
+LINEAR = {"encoder_type": "linear", "metamodel_type": "naive"}  # test_each_context's default
+
+
+def replicate(R, *, n=200, bootstraps=100, gamma=0.0, seed=0, methods=("count", "normal"),
+              model=None):
     """Heterogeneity p-values of ``R`` independent data sets, each fitted as
-    ``test_each_context`` fits by default (a varying-coefficient model linear in the context,
-    ``n_bootstraps`` bootstrap refits in one compiled call).
+    ``test_each_context`` fits by default (``model``: a varying-coefficient model linear in
+    the context; ``{}`` gives the estimators' default MLP archetypes), with ``bootstraps``
+    bootstrap refits in one compiled call.
 
     Returns ``({method: (R, 2 contexts, 2 predictors) p-values}, seconds per replication)``.
     """
+    model = LINEAR if model is None else model
     out = {m: [] for m in methods}
     t = time.perf_counter()
     for r in range(R):  # one compiled program, reused: the data change, not the shapes
         C, X, Y = simulate(n, gamma, np.random.default_rng([seed, r]))
-        est = ContextualizedRegressor(encoder_type="linear", metamodel_type="naive",
-                                      n_bootstraps=bootstraps, random_state=r).fit(C, X, Y)
+        est = ContextualizedRegressor(**model, n_bootstraps=bootstraps,
+                                      random_state=r).fit(C, X, Y)
         for m in methods:
             out[m].append(A.calc_heterogeneous_predictor_effects_pvals(est, C, method=m)[..., 0])
     return {m: np.asarray(v) for m, v in out.items()}, (time.perf_counter() - t) / R

@@ -137,6 +137,18 @@ def test_draws_of_a_point_estimated_per_sample_site_warn_naming_the_routes(metho
         assert fit.predict(return_sites=["sigma"])["sigma"].shape == (20,)
 
 
+def test_bootstrap_refits_of_a_point_encoder_have_spread_and_do_not_warn():
+    """fit_many's bootstraps of a point encoder differ between fits: no zero-width claim."""
+    C = jnp.linspace(-1, 1, 20)[:, None]
+    Y = 2 * C[:, 0] + 0.3 * jax.random.normal(jax.random.key(1), (20,))
+    many = ctx.fit_many(point_encoder, C, Y, method="laplace", num_fits=3, bootstrap=True,
+                        plate="n", key=0, progress=False, num_steps=200, num_samples=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = many.predict()["w"]
+    assert w.shape == (3, 5, 20, 1) and float(jnp.ptp(w[:, :, 0, 0])) > 0
+
+
 def test_failed_laplace_names_the_routes_to_use_instead():
     def flat(y=None):  # `d` is improper and unconstrained: the Hessian is singular
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
