@@ -25,7 +25,7 @@ from scipy import stats
 
 from ctxppl.infer._diagnostics import checked_sites
 from ctxppl.infer._fit import _options, _spec
-from ctxppl.infer._loop import NONFINITE, progress_bar
+from ctxppl.infer._loop import NONFINITE, _update_bar, progress_bar
 from ctxppl.infer._optim import _run_opt_impl
 from ctxppl.infer._sites import model_structure, wrap_model
 from ctxppl.infer._validate import normalize_inputs, normalize_key
@@ -111,14 +111,15 @@ def rank_pvalues(ranks: Any, num_draws: int, bins: int) -> np.ndarray:
 
 
 class _Conditioned:
-    """``model`` with the ``observed`` sites set from the first argument (hashable, so the
-    compiled fit is reused across calls)."""
+    """``model`` (every plate at full size) with the ``observed`` sites set from the first
+    argument. Equal for equal models, so a second ``sbc`` call reuses the compiled program."""
 
     def __init__(self, model: Callable):
         self.model = model
 
     def __call__(self, obs: dict, *args: Any, **kwargs: Any) -> Any:
-        return handlers.condition(self.model, data=obs)(*args, **kwargs)
+        full = wrap_model(self.model, full=True)
+        return handlers.condition(full, data=obs)(*args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Conditioned) and other.model is self.model
@@ -140,11 +141,11 @@ def _opt_many(model, spec, keys, obs, args, kwargs, token):  # noqa: ANN001, ANN
 
 
 @eqx.filter_jit
-def _nuts_many(model, nuts_opts, keys, obs, args, kwargs, batch):  # noqa: ANN001, ANN202
+def _nuts_many(model, nuts_opts, keys, obs, args, kwargs, batch, token):  # noqa: ANN001, ANN202
     def program(o):  # noqa: ANN001, ANN202
         return model(o, *args, **kwargs)  # static arguments stay Python values
 
-    def one(k, o):  # noqa: ANN001, ANN202
+    def one(k, o, i):  # noqa: ANN001, ANN202
         kernel = NUTS(program, target_accept_prob=nuts_opts["target_accept_prob"],
                       max_tree_depth=nuts_opts["max_tree_depth"],
                       dense_mass=nuts_opts["dense_mass"],
@@ -154,11 +155,15 @@ def _nuts_many(model, nuts_opts, keys, obs, args, kwargs, batch):  # noqa: ANN00
                     chain_method="vectorized", progress_bar=False, jit_model_args=True)
         mcmc.run(k, o, extra_fields=("diverging",))
         div = mcmc.get_extra_fields()["diverging"]
-        return mcmc.get_samples(), ~jnp.any(div)
+        samples = mcmc.get_samples()
+        # the progress bar counts finished replications (after their draws exist)
+        jax.debug.callback(_update_bar, token, i + 1 + 0 * div.sum(), jnp.full((), jnp.nan))
+        return samples, ~jnp.any(div)
 
     # lax.map, not one vmap over every replication: vmapped NUTS chains advance in lockstep,
     # each step costing the longest trajectory among them
-    return jax.lax.map(lambda ko: one(*ko), (keys, obs), batch_size=batch)
+    idx = jnp.arange(keys.shape[0])
+    return jax.lax.map(lambda kio: one(*kio), (keys, obs, idx), batch_size=batch)
 
 
 @eqx.filter_jit
@@ -195,7 +200,7 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
         sites: Sites to rank (default: every latent site and per-sample deterministic site
             except Bayesian encoder weights, whose labels can swap).
         model_kwargs: Model keyword arguments.
-        progress: Show a progress bar (optimisation-based methods).
+        progress: Show a progress bar (steps of the optimisers; replications of NUTS).
         **options: Options of ``ctx.fit`` for the method (e.g. ``num_warmup``,
             ``num_samples``, ``num_chains``; ``num_steps``, ``learning_rate``). ``weights``,
             ``batch_size`` and validation splits are not available here.
@@ -262,7 +267,7 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
     R = int(num_replications)
     prior = Predictive(full, num_samples=R)(k_prior, *args, **kwargs)
     obs = {n: prior[n] for n in observed}
-    cond = _Conditioned(full)
+    cond = _Conditioned(model)
     keys = jax.random.split(k_fit, R)
     if method == "nuts":
         opts = _options("nuts", {**options, "progress": False})
@@ -274,7 +279,9 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
                                           "target_accept_prob", "max_tree_depth",
                                           "dense_mass", "init_strategy")}
         nuts_opts["num_chains"] = int(nuts_opts["num_chains"])
-        samples, ok = _nuts_many(cond, nuts_opts, keys, obs, args, kwargs, _NUTS_BATCH)
+        with progress_bar(R, f"ctxppl sbc nuts x{R}", progress) as token:
+            samples, ok = _nuts_many(cond, nuts_opts, keys, obs, args, kwargs, _NUTS_BATCH,
+                                     jnp.asarray(token))
         take = np.round(np.linspace(0, total - 1, num_draws)).astype(int)
         draws = {n: v[:, take] for n, v in samples.items() if n in latent}
     else:

@@ -8,6 +8,9 @@ and the 10 mu_i) is a chi-square test with 9 degrees of freedom; the family-wise
 (smallest p times 11, Bonferroni) must exceed 0.01, so a correct sampler fails this test
 with probability <= 1%."""
 
+import logging
+
+import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -49,6 +52,29 @@ def test_sbc_rejects_an_inference_without_posterior_spread():
     assert set(res.ranks) == {"mu_global", "mu_i"} and res.ranks["mu_i"].shape == (50, 3)
     assert set(np.unique(res.ranks["mu_global"])) <= {0, 19}
     assert res.pvalue < 1e-6
+
+
+def test_a_second_sbc_run_does_not_compile_again():
+    """The fits are one compiled program keyed on the model, the options and the shapes: a
+    new key reuses it (as a new data set reuses ctx.fit's)."""
+    opts = dict(model_kwargs={"N": 3}, observed=["y_i"], method="laplace", num_replications=20,
+                num_draws=9, bins=5, num_steps=100, progress=False)
+    ctx.infer.sbc(hierarchical, None, key=0, **opts)
+    compiled = []
+
+    class Log(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Compiling "):
+                compiled.append(record.getMessage().split(" with ")[0])
+
+    logger, handler = logging.getLogger("jax"), Log()
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            again = ctx.infer.sbc(hierarchical, None, key=1, **opts)
+    finally:
+        logger.removeHandler(handler)
+    assert compiled == [] and again.ranks["mu_i"].shape == (20, 3)
 
 
 def _check(res, name):
