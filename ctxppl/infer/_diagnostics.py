@@ -29,9 +29,11 @@ RHAT_MAX = 1.01
 ESS_MIN = 100.0
 
 # What a user can do when a per-sample site has no posterior spread (named in messages).
-ROUTES = ("a Bayesian encoder: `ctx.encoder(name, module, prior=dist.Normal(0, 1))` with "
-          "method='nuts'|'svi'|'laplace'; or refits on resampled data: "
-          "`ctx.fit_many(..., bootstrap=True, plate=...)`; in the estimators, "
+ROUTES = ("the calibrated route: a Gaussian-process encoder with its priors, "
+          "`gp = ctx.nn.HSGP(...); ctx.encoder(name, gp, prior=gp.prior)`, fitted with "
+          "method='marginal'; or any Bayesian encoder (`prior=`) with method='nuts'|'svi'|"
+          "'laplace'; or refits on resampled data, `ctx.fit_many(..., bootstrap=True, "
+          "plate=...)` (overconfident away from the data); in the estimators, "
           "`n_bootstraps >= 2` or inference='svi'|'laplace'|'nuts'")
 
 

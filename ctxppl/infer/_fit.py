@@ -49,7 +49,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "svi": {**_OPT, "tol": 0.0, "guide": "normal", "num_particles": 1, "num_samples": 1000},
     "marginal": {"num_steps": 200, "tol": 1e-7, "num_samples": 1000, "hyper": "laplace",
                  "num_hyper_samples": 20, "newton_steps": 20, "init_strategy": init_to_median,
-                 "progress": True, "plate": None, "weights": None, "on_failure": "raise"},
+                 "progress": True, "plate": None, "weights": None, "on_failure": "raise",
+                 "check_broadcast": True},
     "nuts": {"num_warmup": 500, "num_samples": 500, "num_chains": 2, "chain_method": "auto",
              "target_accept_prob": 0.8, "max_tree_depth": 10, "dense_mass": False,
              "thinning": 1, "init_strategy": init_to_median, "progress": True, "plate": None,
@@ -153,10 +154,11 @@ def _describe(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 # What to use when Laplace fails (named in its error message).
-LAPLACE_ROUTES = ("method='nuts' (exact, slower) or method='svi' for the same model; for a "
-                  "network encoder, a point-estimated encoder (no `prior`) with per-sample "
-                  "intervals from bootstrap refits, ctx.fit_many(..., bootstrap=True, "
-                  "plate=...)")
+LAPLACE_ROUTES = ("method='nuts' (exact, slower) or method='svi' for the same model; for "
+                  "calibrated per-sample intervals, an encoder linear in Gaussian weights -- "
+                  "`gp = ctx.nn.HSGP(...); ctx.encoder(name, gp, prior=gp.prior)` -- with "
+                  "method='marginal' (weights integrated out, so no indefinite Hessian over "
+                  "network weights)")
 
 
 def _status_message(code: int, info: dict[str, Any], method: str) -> str:

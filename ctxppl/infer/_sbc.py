@@ -12,6 +12,7 @@ replication are vectorised too.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ from numpyro.infer import MCMC, NUTS, Predictive
 from scipy import stats
 
 from ctxppl.infer._diagnostics import checked_sites
-from ctxppl.infer._fit import _options, _spec
+from ctxppl.infer._fit import _options, _spec, fit
 from ctxppl.infer._loop import NONFINITE, _update_bar, progress_bar
 from ctxppl.infer._optim import _run_opt_impl
 from ctxppl.infer._sites import model_structure, wrap_model
@@ -32,7 +33,7 @@ from ctxppl.infer._validate import normalize_inputs, normalize_key
 
 __all__ = ["sbc", "SBCResult", "rank_pvalues"]
 
-_METHODS = ("nuts", "laplace", "svi")
+_METHODS = ("nuts", "laplace", "svi", "marginal")
 _NUTS_BATCH = 1  # replications vectorised together inside the compiled NUTS loop
 
 
@@ -166,6 +167,32 @@ def _nuts_many(model, nuts_opts, keys, obs, args, kwargs, batch, token):  # noqa
     return jax.lax.map(lambda kio: one(*kio), (keys, obs, idx), batch_size=batch)
 
 
+def _marginal_loop(cond, keys, obs, args, kwargs, num_draws, progress, options):  # noqa: ANN001, ANN202
+    """``method="marginal"`` runs its optimiser from the host (L-BFGS-B), so its replications
+    are a loop of ``ctx.fit`` calls, each reusing the compiled value-and-gradient."""
+    from tqdm.auto import tqdm
+
+    R = keys.shape[0]
+    draws, ok = [], []
+    for r in tqdm(range(R), desc=f"ctxppl sbc marginal x{R}", disable=not progress,
+                  leave=False):
+        o = jax.tree_util.tree_map(lambda a: a[r], obs)  # noqa: B023
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            f = fit(cond, o, *args, method="marginal", key=keys[r], model_kwargs=kwargs,
+                    num_samples=num_draws, progress=False, on_failure="warn", **options)
+        draws.append(f.posterior())
+        ok.append(bool(f.converged) and not any(issubclass(w.category, RuntimeWarning)
+                                                for w in rec))
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *draws), np.asarray(ok)
+
+
+@eqx.filter_jit
+def _prior_draws(cond, key, R, args, kwargs):  # noqa: ANN001, ANN202
+    """Every site from the prior predictive, one compiled program (a second call reuses it)."""
+    return Predictive(lambda *a, **k: cond({}, *a, **k), num_samples=R)(key, *args, **kwargs)
+
+
 @eqx.filter_jit
 def _draws_of_sites(model, keys, posterior, obs, args, kwargs, sites):  # noqa: ANN001, ANN202
     def one(k, post, o):  # noqa: ANN001, ANN202
@@ -192,7 +219,8 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
         model: A NumPyro model whose observed sites are sampled when their data are ``None``.
         *args: Model arguments of the generative call (data arguments ``None``).
         observed: Names of the sites that are data.
-        method: ``"nuts"``, ``"laplace"`` or ``"svi"``.
+        method: ``"nuts"``, ``"laplace"``, ``"svi"`` or ``"marginal"`` (a loop of fits: its
+            optimiser runs from the host).
         num_replications: Simulated data sets.
         num_draws: Posterior draws per data set ``L``; ranks lie in ``0..L``.
         bins: Rank-histogram bins for the chi-square test; must divide ``L + 1``.
@@ -243,7 +271,6 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
                          f"{observed!r}.")
     key = normalize_key(key)
     args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
-    full = wrap_model(model, full=True)
     structure = model_structure(model, args, kwargs, full=True)
     missing = [s for s in observed if s not in structure.sites]
     if missing:
@@ -265,9 +292,9 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
 
     k_prior, k_fit, k_pred = jax.random.split(key, 3)
     R = int(num_replications)
-    prior = Predictive(full, num_samples=R)(k_prior, *args, **kwargs)
-    obs = {n: prior[n] for n in observed}
     cond = _Conditioned(model)
+    prior = _prior_draws(cond, k_prior, R, args, kwargs)
+    obs = {n: prior[n] for n in observed}
     keys = jax.random.split(k_fit, R)
     if method == "nuts":
         opts = _options("nuts", {**options, "progress": False})
@@ -284,6 +311,9 @@ def sbc(model: Callable, *args: Any, observed: Sequence[str], method: str = "nut
                                      jnp.asarray(token))
         take = np.round(np.linspace(0, total - 1, num_draws)).astype(int)
         draws = {n: v[:, take] for n, v in samples.items() if n in latent}
+    elif method == "marginal":
+        draws, ok = _marginal_loop(cond, keys, obs, args, kwargs, int(num_draws), progress,
+                                   options)
     else:
         opts = _options(method, {**options, "num_samples": int(num_draws),
                                  "progress": progress})

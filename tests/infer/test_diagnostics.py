@@ -128,7 +128,7 @@ def test_draws_of_a_point_estimated_per_sample_site_warn_naming_the_routes(metho
     fit = ctx.fit(point_encoder, C, 2 * C[:, 0], method=method, key=0, progress=False,
                   num_steps=200, num_samples=20)
     with pytest.warns(RuntimeWarning, match=r"'w' carry no posterior uncertainty.*"
-                                            r"prior=.*bootstrap=True") as rec:
+                                            r"HSGP.*method='marginal'.*bootstrap=True") as rec:
         w = fit.predict()["w"]
     assert rec[0].filename == __file__
     assert float(jnp.ptp(w, axis=0).max()) == 0.0  # what the warning is about
@@ -157,5 +157,6 @@ def test_failed_laplace_names_the_routes_to_use_instead():
             numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
     with pytest.raises(ctx.FitError, match=r"not positive definite.*Use instead: "
-                                           r"method='nuts'.*method='svi'"):
+                                           r"method='nuts'.*method='svi'.*HSGP.*"
+                                           r"method='marginal'"):
         ctx.fit(flat, jnp.ones(3), method="laplace", key=0, progress=False, num_steps=50)

@@ -3,10 +3,11 @@
 Fast: the rank test accepts uniform ranks and rejects a posterior without spread; the SBC
 loop rejects an inference that is wrong (SVI with a point-mass guide). Slow (make
 test-slow): >= 200 replications of the seed's normal-normal hierarchical model under NUTS
-and Laplace, every rank histogram uniform. Tolerance: each of the 11 histograms (mu_global
-and the 10 mu_i) is a chi-square test with 9 degrees of freedom; the family-wise p-value
-(smallest p times 11, Bonferroni) must exceed 0.01, so a correct sampler fails this test
-with probability <= 1%."""
+and Laplace, and of a small contextualized problem under the calibrated route (a ctx.nn.HSGP
+encoder, method="marginal"), every rank histogram uniform. Tolerance: each histogram is a
+chi-square test with 9 degrees of freedom; the family-wise p-value (smallest p times the
+number of histograms, Bonferroni) must exceed 0.01, so a correct posterior fails a test with
+probability <= 1%."""
 
 import logging
 
@@ -97,3 +98,28 @@ def test_sbc_laplace_normal_normal():
                         method="laplace", key=2, num_replications=200, num_draws=99,
                         bins=10, progress=False)
     _check(res, "laplace")
+
+
+N_GP = 30
+C_GP = np.linspace(-1, 1, N_GP)[:, None].astype(np.float32)
+X_GP = np.random.default_rng(5).normal(size=(N_GP, 1)).astype(np.float32)
+
+
+def gp_regression(C, X, Y=None):
+    """A varying coefficient w(c) with a Gaussian-process prior (HSGP, its own priors on the
+    lengthscale and amplitude), y = x w(c) + N(0, 0.3^2)."""
+    gp = ctx.nn.HSGP(1, 1, num_basis=12, domain=C_GP)
+    enc = ctx.encoder("enc", gp, prior=gp.prior)
+    with ctx.plate("n", C.shape[0], context=C):
+        w = ctx.contextual("w", enc)
+        numpyro.sample("y", dist.Normal(X[:, 0] * w[:, 0], 0.3), obs=Y)
+
+
+@pytest.mark.slow
+def test_sbc_calibrated_contextualized_route():
+    """The per-sample coefficients w(c_i) of all 30 members: the marginal route (weights
+    integrated out exactly, hyperparameters by type-II MAP + Laplace) ranks them uniformly."""
+    res = ctx.infer.sbc(gp_regression, C_GP, X_GP, observed=["y"], method="marginal", key=3,
+                        num_replications=200, num_draws=99, bins=10, progress=False)
+    assert list(res.ranks) == ["w"] and res.ranks["w"].shape == (200, N_GP, 1)
+    _check(res, "marginal")
