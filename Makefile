@@ -68,6 +68,8 @@ bench: $(TEST_STAMP)
 	$(PY) bench/mixed.py
 	$(PY) bench/online.py
 	$(PY) bench/many_models.py
+	$(PY) bench/sbc.py
+	$(PY) bench/null_pvalues.py
 	$(MAKE) test-slow
 
 clean:
