@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["SchurStats", "schur_stats", "schur_order", "PAIR_LIMIT"]
+__all__ = ["SchurStats", "schur_stats", "schur_order", "profiled_deviance", "PAIR_LIMIT"]
 
 PAIR_LIMIT = 25_000_000  # pairs of nonzeros of W sharing a first-factor group (~40 bytes each)
 
@@ -62,6 +62,39 @@ class SchurStats(NamedTuple):
     Xty: Any
     yty: Any
     n: Any
+
+
+def profiled_deviance(P: np.ndarray, p: int, n: float, logdet: float,
+                      reml: bool) -> dict[str, Any]:
+    r"""The deviance profiled over the fixed effects and the residual scale, from the
+    symmetric :math:`P = [X, y]^T V^{-1} [X, y]` (up to scale; ``(p+1, p+1)``) and
+    :math:`\log|A|` (``logdet``).
+
+    Returns ``{"dev", "beta", "r2", "Pxx"}``, or ``{"dev": inf}`` where ``P`` is not positive
+    definite (off the domain). Shared by every host engine of the blocked layout.
+
+    Examples:
+        >>> import numpy as np
+        >>> P = np.array([[4.0, 2.0], [2.0, 5.0]])  # X'X = 4, X'y = 2, y'y = 5
+        >>> out = profiled_deviance(P, 1, 4.0, 0.0, reml=False)
+        >>> float(out["beta"][0]), out["r2"]
+        (0.5, 4.0)
+    """
+    Pxx = P[:p, :p]
+    try:
+        Lx = np.linalg.cholesky(Pxx)
+    except np.linalg.LinAlgError:
+        return {"dev": np.inf}
+    beta = np.linalg.solve(Pxx, P[:p, p])
+    r2 = float(P[p, p] - P[p, :p] @ beta)
+    if not r2 > 0:
+        return {"dev": np.inf}
+    if reml:
+        ldx = 2.0 * float(np.sum(np.log(np.diag(Lx))))
+        dev = logdet + ldx + (n - p) * (1.0 + np.log(2 * np.pi * r2 / (n - p)))
+    else:
+        dev = logdet + n * (1.0 + np.log(2 * np.pi * r2 / n))
+    return {"dev": dev, "beta": beta, "r2": r2, "Pxx": Pxx}
 
 
 def schur_order(sizes: list[tuple[str, int, int]]) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 
-from ctxppl.models.mixed._schur import SchurStats
+from ctxppl.models.mixed._schur import SchurStats, profiled_deviance
 
 __all__ = ["SchurHost", "lambda_index"]
 
@@ -184,24 +184,11 @@ class SchurHost:
                        U1 - np.einsum("ba,gbc->gac", lam1, WtLY2))
         P = self.XytXy - np.einsum("gac,gad->cd", U1, Y1) - U2.T @ Y2
         P = 0.5 * (P + P.T)
-        Pxx = P[:p, :p]
-        try:
-            Lx = np.linalg.cholesky(Pxx)
-        except np.linalg.LinAlgError:
-            return {"dev": np.inf}
-        beta = np.linalg.solve(Pxx, P[:p, p])
-        r2 = float(P[p, p] - P[p, :p] @ beta)
-        if not r2 > 0:
-            return {"dev": np.inf}
         n = float(st.n)
-        if self.reml:
-            ldx = 2.0 * float(np.sum(np.log(np.diag(Lx))))
-            dev = ld + ldx + (n - p) * (1.0 + np.log(2 * np.pi * r2 / (n - p)))
-        else:
-            dev = ld + n * (1.0 + np.log(2 * np.pi * r2 / n))
-        out: dict[str, Any] = {"dev": dev, "beta": beta, "r2": r2, "Pxx": Pxx}
-        if not (grad or effects):
+        out = profiled_deviance(P, p, n, ld, self.reml)
+        if not np.isfinite(out["dev"]) or not (grad or effects):
             return out
+        beta, r2 = out["beta"], out["r2"]
         # ---- S^{-1} and the pieces shared by the gradient and the conditional covariances
         Sinv = lapack.dpotri(L2, lower=1, overwrite_c=1)[0]
         np.copyto(Sinv, Sinv.T, where=self.upper)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import lapack
 
-from ctxppl.models.mixed._schur import SchurStats
+from ctxppl.models.mixed._schur import SchurStats, profiled_deviance
 
 __all__ = ["ScalarSchurHost", "all_scalar"]
 
@@ -110,23 +110,10 @@ class ScalarSchurHost:
         Y1 = Ainv[:, None] * (U1 - th1 * WtLY2)
         P = self.XytXy - U1.T @ Y1 - U2.T @ Y2
         P = 0.5 * (P + P.T)
-        Pxx = P[:p, :p]
-        try:
-            Lx = np.linalg.cholesky(Pxx)
-        except np.linalg.LinAlgError:
-            return {"dev": np.inf}
-        beta = np.linalg.solve(Pxx, P[:p, p])
-        r2 = float(P[p, p] - P[p, :p] @ beta)
-        if not r2 > 0:
-            return {"dev": np.inf}
-        if self.reml:
-            ldx = 2.0 * float(np.sum(np.log(np.diag(Lx))))
-            dev = ld + ldx + (n - p) * (1.0 + np.log(2 * np.pi * r2 / (n - p)))
-        else:
-            dev = ld + n * (1.0 + np.log(2 * np.pi * r2 / n))
-        out: dict[str, Any] = {"dev": dev, "beta": beta, "r2": r2, "Pxx": Pxx}
-        if not (grad or effects):
+        out = profiled_deviance(P, p, n, ld, self.reml)
+        if not np.isfinite(out["dev"]) or not (grad or effects):
             return out
+        beta, r2 = out["beta"], out["r2"]
         # S^{-1} in place: Fortran upper = C-ordered lower triangle of Sl
         Sl = lapack.dpotri(U, lower=0, overwrite_c=1)[0].T
         dS = np.diagonal(Sl).copy()
