@@ -261,6 +261,11 @@ def bic(site: str | None = None) -> Scorer:
     return Scorer("bic", fn)
 
 
+def _train_log_lik(ev: Evaluation, site: str | None) -> np.ndarray:
+    """Pointwise log-likelihood draws ``(S, n_train)`` (float64) of the training rows."""
+    return ev.log_lik_draws(site)[:, np.flatnonzero(ev.weights > 0)].astype(np.float64)
+
+
 def loo(site: str | None = None) -> Scorer:
     r"""PSIS-LOO (ArviZ ``az.loo``) on the training rows of a posterior fit.
 
@@ -281,8 +286,7 @@ def loo(site: str | None = None) -> Scorer:
     def fn(ev: Evaluation) -> dict[str, float]:
         import arviz as az
 
-        r = np.flatnonzero(ev.weights > 0)
-        ll = ev.log_lik_draws(site)[:, r].astype(np.float64)
+        ll = _train_log_lik(ev, site)
         idata = from_groups({"posterior": {"_": np.zeros((1, ll.shape[0]))},
                              "log_likelihood": {"y": ll[None]}})
         with warnings.catch_warnings():
@@ -318,12 +322,11 @@ def waic(site: str | None = None) -> Scorer:
         True
     """
     def fn(ev: Evaluation) -> dict[str, float]:
-        r = np.flatnonzero(ev.weights > 0)
-        ll = ev.log_lik_draws(site)[:, r].astype(np.float64)
+        ll = _train_log_lik(ev, site)
         lppd_i = jax.scipy.special.logsumexp(ll, axis=0) - np.log(ll.shape[0])
         p_i = np.var(ll, axis=0, ddof=1)
         elpd_i = np.asarray(lppd_i) - p_i
-        return {"elpd": float(np.sum(elpd_i)), "se": float(np.sqrt(len(r) * np.var(elpd_i))),
+        return {"elpd": float(np.sum(elpd_i)), "se": float(np.sqrt(ll.shape[1] * np.var(elpd_i))),
                 "p": float(np.sum(p_i))}
 
     return Scorer("waic", fn, needs_draws=True, needs_posterior=True)
