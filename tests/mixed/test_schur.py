@@ -104,13 +104,20 @@ def test_schur_fit_matches_dense():
 
 def test_schur_limit_is_a_clear_error():
     """A dense Schur block above SCHUR_LIMIT columns is refused before any work, naming the
-    grouping factors and the way out."""
+    grouping factors and the ways out; with scalar terms "auto" takes the iterative solver
+    instead (tests/mixed/test_iterative.py)."""
     from ctxppl.models.mixed._marginal import SCHUR_LIMIT
 
     n = 2 * (SCHUR_LIMIT + 1)
     df = pd.DataFrame({"y": np.arange(n, dtype=float) % 7, "a": np.arange(n) // 2,
-                       "b": np.arange(n) % (SCHUR_LIMIT + 1)})
+                       "b": np.arange(n) % (SCHUR_LIMIT + 1), "x": np.arange(n) % 3})
     des = _design("y ~ 1 + (1 | a) + (1 | b)", df, "gaussian", None, None, None, None, None,
+                  "raise")
+    assert choose_structure(des).mode == "iterative"
+    with pytest.raises(NotImplementedError,
+                       match=r"\['a', 'b'\].*solver='iterative'.*method='laplace'"):
+        choose_structure(des, "direct")
+    des = _design("y ~ 1 + (1 | a) + (x | b)", df, "gaussian", None, None, None, None, None,
                   "raise")
     with pytest.raises(NotImplementedError, match=r"\['a', 'b'\].*method='laplace'"):
         choose_structure(des)

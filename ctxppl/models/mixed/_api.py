@@ -20,6 +20,7 @@ __all__ = ["mixed", "program"]
 
 METHODS = ("map", "laplace", "svi", "nuts")
 ENGINES = ("auto", "marginal", "program")
+SOLVERS = ("auto", "direct", "iterative")
 
 
 def _design(formula, data, family, link, context, weights, offset, trials, na_action):  # noqa: ANN001, ANN202
@@ -68,7 +69,8 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
           priors: dict[str, Any] | None = None, method: str = "map", reml: bool | None = None,
           engine: str = "auto", parameterization: str = "noncentered", weights: Any = None,
           offset: Any = None, trials: Any = None, na_action: str = "raise", key: Any = None,
-          level: float = 0.95, max_iter: int = 100, **options: Any) -> MixedResult:
+          level: float = 0.95, max_iter: int = 100, solver: str = "auto",
+          **options: Any) -> MixedResult:
     r"""Fit a mixed-effects (multi-level) model given by an lme4 formula.
 
     .. math::
@@ -123,6 +125,14 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
         key: ``jax.random.key`` or int seed (program engine).
         level: Interval level of the tables.
         max_iter: Outer iterations of the marginal engine's Newton optimiser.
+        solver: How the marginal engine solves a gaussian model with several grouping
+            factors: ``"direct"`` (exact: a blocked Cholesky, dense over the columns after
+            the largest factor), ``"iterative"`` (conjugate gradients with stochastic
+            log-determinants, nothing dense, scalar terms only: the REML/ML criterion, its
+            gradient and so the variance components are *estimates* whose Monte Carlo
+            errors the result carries -- ``deviance_se``, ``loglik_se``,
+            ``diagnostics["theta_se"]``) or ``"auto"`` (direct up to 4,000 such columns,
+            iterative beyond; see docs/mixed.md).
         **options: Passed to :func:`ctxppl.fit` (program engine).
 
     Returns:
@@ -155,6 +165,8 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
                          f"{parameterization!r}.")
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1); got {level!r}.")
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
     if engine == "auto":
         engine = "marginal" if method == "map" and encoder is None and priors is None \
             else "program"
@@ -172,6 +184,9 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
             raise TypeError(f"unknown option(s) {sorted(options)} for the marginal engine.")
     elif reml:
         raise ValueError("`reml=True` applies to the marginal engine (method='map').")
+    if solver != "auto" and engine != "marginal":
+        raise ValueError(f"`solver` applies to the marginal engine (method='map'); got "
+                         f"solver={solver!r} with engine={engine!r}, method={method!r}.")
     t_design = time.perf_counter()
     fam = get_family(family, link)
     if reml and fam.name != "gaussian":
@@ -181,7 +196,8 @@ def mixed(formula: str, data: pd.DataFrame, family: str | Family = "gaussian", *
                          na_action)
         t_design = time.perf_counter() - t_design
         reml = (fam.name == "gaussian") if reml is None else bool(reml)
-        est = fit_marginal(design, reml=reml, max_iter=max_iter)
+        est = fit_marginal(design, reml=reml, max_iter=max_iter,
+                           layout={"auto": None, "direct": "direct"}.get(solver, solver))
         res = _from_marginal(design, est, level)
         res.diagnostics["seconds"] = {"design": t_design, **est.seconds,
                                       "total": time.perf_counter() - t0}
@@ -246,7 +262,10 @@ def _from_marginal(design: Design, est: Any, level: float) -> MixedResult:
         draws[f"effect_{blk.name}"] = eff[None, None]
         condvar[blk.name] = est.condvar[k]
     diag = {"converged": est.converged, "message": est.message, "num_iter": est.num_iter,
-            "theta": est.theta, "singular": est.singular}
+            "theta": est.theta, "singular": est.singular, "layout": est.layout,
+            "stochastic": est.deviance_se is not None}
+    if est.deviance_se is not None:
+        diag.update(deviance_se=est.deviance_se, theta_se=est.theta_se, probes=est.probes)
     return MixedResult(design=design, method="map", engine="marginal", draws=draws,
                        names=est.x_names, point=True, vcov=est.vcov, condvar=condvar,
                        criterion=est.criterion, deviance=est.deviance, loglik=est.loglik,

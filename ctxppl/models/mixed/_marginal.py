@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from ctxppl.models.mixed._formula import Design
 from ctxppl.models.mixed._glmm_host import fit_laplace_host
+from ctxppl.models.mixed._iterative import fit_iterative, iterative_stats
 from ctxppl.models.mixed._laplace import GLMMData, fit_laplace
 from ctxppl.models.mixed._linalg import ThetaLayout, make_lambda, theta_init, theta_size
 from ctxppl.models.mixed._optim import CONVERGED, MAX_ITER
@@ -69,6 +70,11 @@ class MarginalEstimate:
     seconds: dict[str, float] = field(default_factory=dict)
     n_context: int = 0  # trailing beta entries that are context (encoder) weights
     singular: list[str] = field(default_factory=list)
+    layout: str = ""  # "block", "schur", "dense" or "iterative"
+    # iterative layout only (stochastic estimates): Monte Carlo SEs and the probe count
+    deviance_se: float | None = None
+    theta_se: np.ndarray | None = None
+    probes: int | None = None
 
 
 def context_columns(design: Design) -> tuple[np.ndarray, list[str], list[tuple[int, int, int]]]:
@@ -93,37 +99,54 @@ def context_columns(design: Design) -> tuple[np.ndarray, list[str], list[tuple[i
 
 
 def choose_structure(design: Design, layout: str | None = None) -> Structure:
-    """The layout of the random-effect system (``layout`` forces one, for tests).
+    """The layout of the random-effect system (``layout`` forces one; ``None`` or ``"auto"``
+    chooses as below, ``"direct"`` likewise but never ``iterative``).
 
     * one grouping factor: ``block`` (one small block per group);
     * several, gaussian: ``schur`` (blocked Cholesky, dense only over the columns after the
-      largest factor, up to :data:`SCHUR_LIMIT` of them);
+      largest factor) while those columns number at most :data:`SCHUR_LIMIT`; beyond it
+      ``iterative`` (conjugate gradients and stochastic log-determinants over the sparse
+      blocks, nothing dense; every term scalar, e.g. ``(1 | g)``);
     * several, other families: ``dense`` while ``sum(G_k q_k) <=`` :data:`DENSE_LIMIT`.
     """
     groups = {b.factor.name for b in design.blocks}
     theta_layout = ThetaLayout(tuple((b.q, bool(b.term.correlated) and b.q > 1)
                                      for b in design.blocks))
     sizes = tuple((b.factor.size, b.q) for b in design.blocks)
-    if layout is None:
+    gaussian = design.family.name == "gaussian"
+    first = schur_order([(b.factor.name, b.factor.size, b.q) for b in design.blocks])
+    R = sum(G * q for i, (G, q) in enumerate(sizes) if i not in first)
+    scalar = all(q == 1 for _, q in sizes)
+    if layout in (None, "auto", "direct"):
+        auto = layout != "direct"
         if len(groups) == 1:
             layout = "block"
-        elif design.family.name == "gaussian":
-            layout = "schur"
+        elif gaussian:
+            layout = "iterative" if auto and R > SCHUR_LIMIT and scalar else "schur"
         else:
             layout = "dense"
     if layout == "block":
         if len(groups) > 1:
             raise ValueError(f"layout 'block' needs one grouping factor; got {sorted(groups)}.")
         return Structure("block", theta_layout, sizes)
+    if layout == "iterative":
+        if not gaussian or len(groups) == 1 or not scalar:
+            raise ValueError(
+                "solver='iterative' fits gaussian models with several grouping factors and "
+                "scalar terms only (such as (1 | a) + (1 | b)); got family "
+                f"{design.family.name!r}, grouping factors {sorted(groups)} and terms "
+                f"{[b.term.text for b in design.blocks]}.")
+        return Structure("iterative", theta_layout, sizes, first)
     if layout == "schur":
-        first = schur_order([(b.factor.name, b.factor.size, b.q) for b in design.blocks])
-        R = sum(G * q for i, (G, q) in enumerate(sizes) if i not in first)
         if R > SCHUR_LIMIT:
             raise NotImplementedError(
                 f"the blocked Cholesky for the grouping factors {sorted(groups)} keeps a dense "
                 f"{R} x {R} block for the factors after the largest one "
-                f"({design.blocks[first[0]].factor.name!r}), above the limit {SCHUR_LIMIT}. Fit "
-                "this model with method='laplace', 'svi' (minibatches) or 'nuts' instead.")
+                f"({design.blocks[first[0]].factor.name!r}), above the limit {SCHUR_LIMIT}. "
+                + ("Use solver='iterative' (stochastic log-likelihood, nothing dense) or "
+                   if scalar else "With scalar terms only (such as (1 | g)) the iterative "
+                   "solver would fit it; otherwise ")
+                + "fit this model with method='laplace', 'svi' (minibatches) or 'nuts'.")
         return Structure("schur", theta_layout, sizes, first)
     Q = sum(G * q for G, q in sizes)
     if Q > DENSE_LIMIT:
@@ -208,7 +231,7 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
         blk0 = design.blocks[0]
         Z = np.concatenate([b.Z for b in design.blocks], 1)
         cols, Q = blk0.factor.codes, blk0.factor.size
-    elif structure.mode == "schur":
+    elif structure.mode in ("schur", "iterative"):
         Z, cols, Q = None, None, sum(G * q for G, q in structure.sizes)
     else:
         Z, cols = _dense_cols(design)
@@ -226,6 +249,7 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
         est = _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timing)
     est.x_names = tuple(names)
     est.n_context = len(cnames)
+    est.layout = structure.mode
     timing["total"] = time.perf_counter() - t0
     est.seconds = timing
     return est
@@ -258,24 +282,26 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
         G_pad = _bucket(Q)
         st = sufficient_stats("block", Z, cols, X, yc, w, G_pad, Z.shape[1])
         run_structure = structure._replace(sizes=tuple((G_pad, q) for _, q in structure.sizes))
-    elif structure.mode == "schur":
-        st = schur_stats([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
-                         structure.first, X, yc, w)
+    elif structure.mode in ("schur", "iterative"):
+        stats = schur_stats if structure.mode == "schur" else iterative_stats
+        st = stats([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
+                   structure.first, X, yc, w)
         run_structure = structure
     else:
         st = sufficient_stats("dense", Z, cols, X, yc, w, Q, 1)
         run_structure = structure
     timing["stats"] = time.perf_counter() - t
     t = time.perf_counter()
-    if structure.mode == "schur":
+    if structure.mode in ("schur", "iterative"):
         # float64 on the host (LAPACK), exact gradients, nothing to compile. One BLAS
         # thread: LAPACK's threads spin on a busy machine (a 1,128 x 1,128 Cholesky took
         # 88 ms with one thread and 1.9 s with two at load 9 on 2 cores) and gain little at
         # this size on a quiet one.
         th0 = moment_start([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
                            structure.layout, X, yc, th0)
+        fit = fit_schur if structure.mode == "schur" else fit_iterative
         with threadpool_limits(1, user_api="blas"):
-            out = fit_schur(st, th0, structure, bool(reml), max_iter)
+            out = fit(st, th0, structure, bool(reml), max_iter)
     else:
         st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
         out = jax.device_get(fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml),
@@ -304,10 +330,18 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
     if w is not None:
         dev -= float(np.sum(np.log(w)))
     ok, msg = _status(int(out["status"]), np.asarray(out["grad"]))
-    return MarginalEstimate(beta, (), vcov, covs, b, cv, float(np.sqrt(sigma2)), None,
-                            "REML" if reml else "ML", dev, None if reml else -0.5 * dev, theta,
-                            int(out["num_iter"]), ok, msg,
-                            singular=_singular_terms(design, lams))
+    est = MarginalEstimate(beta, (), vcov, covs, b, cv, float(np.sqrt(sigma2)), None,
+                           "REML" if reml else "ML", dev, None if reml else -0.5 * dev, theta,
+                           int(out["num_iter"]), ok, msg,
+                           singular=_singular_terms(design, lams), layout=structure.mode)
+    if structure.mode == "iterative":
+        est.deviance_se = float(out["deviance_se"])
+        est.theta_se = np.asarray(out["theta_se"], float)
+        est.probes = int(out["probes"])
+        est.message += (f"; solver 'iterative': the {est.criterion} criterion is a stochastic "
+                        f"estimate ({est.probes} probes), Monte Carlo SE "
+                        f"{est.deviance_se:.3g} (of the log-likelihood {est.deviance_se / 2:.3g})")
+    return est
 
 
 def _split_effects(structure: Structure, b: np.ndarray, cv: np.ndarray):  # noqa: ANN202

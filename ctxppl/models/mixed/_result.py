@@ -40,7 +40,11 @@ class MixedResult:
         criterion: ``"REML"``, ``"ML"``, ``"Laplace"`` (marginal engine) or ``None``.
         fit: The underlying :class:`ctxppl.Fit` (program engine) or ``None``.
         program: The :class:`~ctxppl.models.mixed.MixedProgram` (program engine) or ``None``.
-        diagnostics: Convergence information and timings.
+        diagnostics: Convergence information and timings; ``"stochastic"`` is True when the
+            criterion is a Monte Carlo estimate (``solver="iterative"``), with
+            ``"deviance_se"``, ``"theta_se"`` (of the relative SDs) and ``"probes"``.
+        deviance_se: Monte Carlo standard error of ``deviance`` (``None`` when exact).
+        loglik_se: Monte Carlo standard error of ``loglik`` (``None`` when exact or REML).
 
     Examples:
         >>> import numpy as np, pandas as pd, ctxppl as ctx
@@ -79,6 +83,9 @@ class MixedResult:
         self.fit = fit
         self.program = program
         self.diagnostics = diagnostics or {}
+        self.deviance_se: float | None = self.diagnostics.get("deviance_se")
+        self.loglik_se: float | None = (None if self.deviance_se is None or loglik is None
+                                        else 0.5 * self.deviance_se)
         self._context_weights = context_weights or {}
         self.level = level
 
@@ -442,7 +449,9 @@ class MixedResult:
                  f"{self.method}" + (f" [{self.criterion}]" if self.criterion else "")
                  + f", engine {self.engine}", f"Formula: {self.formula}"]
         if self.deviance is not None:
-            lines.append(f"{self.criterion or 'deviance'} criterion: {self.deviance:.4f}")
+            mc = "" if self.deviance_se is None else (
+                f" (stochastic estimate, Monte Carlo SE {self.deviance_se:.3g})")
+            lines.append(f"{self.criterion or 'deviance'} criterion: {self.deviance:.4f}{mc}")
         lines.append(f"Observations: {self.nobs}; groups: "
                      + ", ".join(f"{k} {v}" for k, v in self.ngroups.items()))
         lines.append("\nRandom effects:")

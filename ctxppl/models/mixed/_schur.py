@@ -162,7 +162,8 @@ def schur_stats(blocks: list[tuple[np.ndarray, np.ndarray, int]], first: tuple[i
         raise NotImplementedError(
             f"the blocked Cholesky needs {total:,} products of random-effect columns (more than "
             f"{PAIR_LIMIT:,}): the first grouping factor's groups each meet very many levels "
-            "of the others. Fit this model with method='laplace', 'svi' or 'nuts'.")
+            "of the others. With scalar terms (such as (1 | g)) solver='iterative' fits it "
+            "(a stochastic log-likelihood); otherwise use method='laplace', 'svi' or 'nuts'.")
     # generated in the order of the row r_i (entries taken by row, a stable sort of E keys),
     # so the scatter (bincount) and gather of every evaluation stay within one row of the
     # R x R block at a time (3-4x faster than in group order for InstEval)

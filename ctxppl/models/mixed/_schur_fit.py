@@ -29,8 +29,10 @@ def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, xtol: float = 
     difference of values around the start (``"values"``, ``d (d + 1) / 2`` evaluations
     without gradient, cheaper when the gradient costs more than the value). Steps are capped
     at ``max(0.5, |x|/2)``, and directions of negative curvature are flipped to positive (as
-    in the jitted Newton). Stops when ``max |g| <= gtol`` or when the next Newton step is
-    below ``xtol`` in every coordinate (the point reached is then that close to the optimum).
+    in the jitted Newton). Stops when ``max |g| <= gtol`` (when the evaluation carries a
+    Monte Carlo ``grad_se``, ``max(|g| - grad_se / 4) <= gtol``) or when the next Newton step
+    is below ``xtol`` in every coordinate (the point reached is then that close to the
+    optimum).
     Returns the point, its evaluation, the number of iterations and a status (1 converged,
     2 max_iter, 3 no further decrease at working precision).
     """
@@ -63,7 +65,10 @@ def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, xtol: float = 
     status, it = 2, 0
     for it in range(1, max_iter + 1):  # noqa: B007 - it is reported
         g = cur["grad"]
-        if np.max(np.abs(g)) <= gtol:
+        # converged: |g| below gtol or, for estimated gradients, a quarter of their Monte
+        # Carlo SE (the root of the estimate is then found to 1/4 of its own error; stopping
+        # at 2 SE left the iterates short of it on the side they came from)
+        if np.max(np.abs(g) - 0.25 * cur.get("grad_se", 0.0)) <= gtol:
             status = 1
             break
         lam, V = np.linalg.eigh(H)
@@ -82,6 +87,8 @@ def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, xtol: float = 
                 new = cand if k == 0 else fg(x + t * step, True)
                 break
             t *= 0.5
+            if t * np.max(np.abs(step)) <= 1e-10 * (1.0 + np.max(np.abs(x))):
+                break  # no resolvable decrease along this direction
         if new is None:
             status = 3
             break
@@ -96,7 +103,7 @@ def minimize_bfgs(fg: Any, x0: np.ndarray, *, gtol: float = 1e-7, xtol: float = 
                 np.max(np.abs(s_)) <= 1e-8 * (1 + np.max(np.abs(x))):
             status = 3 if np.max(np.abs(cur["grad"])) > 1e-4 else 1
             break
-    return x, cur, it, status
+    return x, {**cur, "hess": H}, it, status
 
 
 def moment_start(blocks: list[tuple[np.ndarray, np.ndarray, int]], layout: Any, X: np.ndarray,
@@ -142,9 +149,11 @@ def diagonal_entries(layout: Any) -> np.ndarray:
 
 
 def minimize_logscale(evaluate: Any, x0: np.ndarray, logs: np.ndarray, n: float,
-                      max_iter: int = 100) -> tuple[np.ndarray, dict[str, Any], int, int]:
+                      max_iter: int = 100, hess0: str | None = None,
+                      ) -> tuple[np.ndarray, dict[str, Any], int, int]:
     """:func:`minimize_bfgs` of ``evaluate(x, grad)["dev"] / n`` with the entries ``logs``
-    (positive, e.g. the diagonal of ``Lambda``) on the log scale.
+    (positive, e.g. the diagonal of ``Lambda``) on the log scale (``hess0``: see there;
+    by default ``"values"`` up to 3 parameters).
 
     The profiled deviance is closer to quadratic in the log of a relative SD (InstEval: 6
     gradient evaluations instead of 7, with dept:service 7 instead of 10). A component
@@ -162,20 +171,32 @@ def minimize_logscale(evaluate: Any, x0: np.ndarray, logs: np.ndarray, n: float,
                 if grad:
                     o["grad_x"] = o["grad"] / n
                     o["grad"] = o["grad_x"] * np.where(logs, th, 1.0)
+                    if "grad_se" in o:
+                        o["grad_se_x"] = o["grad_se"] / n
+                        o["grad_se"] = o["grad_se_x"] * np.where(logs, th, 1.0)
             return o
         return fg
 
     x0 = np.asarray(x0, float)
     d = x0.size
-    hess0 = "values" if d <= 3 else "grad"  # d(d+1)/2 values cost less than d gradients
+    if hess0 is None:  # d(d+1)/2 values cost less than d gradients when the gradient is
+        hess0 = "values" if d <= 3 else "grad"  # ~2.5x a value (the dense Schur layout)
     z0 = np.where(logs, np.log(np.where(logs, x0, 1.0)), x0)
     _, cur, it, status = minimize_bfgs(make_fg(logs), z0, max_iter=max_iter, hess0=hess0,
                                        xtol=1e-6)
     if np.any(cur["x"][logs] < 1e-3):
-        _, cur, it2, status = minimize_bfgs(make_fg(np.zeros(d, bool)), cur["x"],
-                                            max_iter=max_iter, hess0=hess0)
+        logs = np.zeros(d, bool)  # the second pass runs on the linear scale
+        _, cur, it2, status = minimize_bfgs(make_fg(logs), cur["x"], max_iter=max_iter,
+                                            hess0=hess0)
         it += it2
-    return cur["x"], {**cur, "grad": cur["grad_x"]}, it, status
+    # back to the linear scale: g_z = J g_x and H_z ~ J H_x J at the optimum, J = dx/dz
+    J = np.where(logs, cur["x"], 1.0) if status != 2 and "hess" in cur else None
+    cur = {**cur, "grad": cur["grad_x"]}
+    if J is not None:
+        cur["hess"] = cur["hess"] / np.outer(J, J)
+    if "grad_se_x" in cur:
+        cur["grad_se"] = cur["grad_se_x"]
+    return cur["x"], cur, it, status
 
 
 def fit_schur(st: SchurStats, theta0: np.ndarray, structure: Any, reml: bool,
