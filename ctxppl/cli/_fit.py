@@ -115,9 +115,10 @@ def _network_table(est: Any, model: str, C: np.ndarray, predictors: list[str],
     return pd.DataFrame(cols)
 
 
-def has_intervals(method: str, bootstraps: int) -> bool:
-    """Posterior methods and bootstrapped MAP fits give per-row 90% intervals."""
-    return method != "map" or bootstraps > 1
+def has_intervals(method: str, bootstraps: int, uncertainty: bool = False) -> bool:
+    """Posterior methods, bootstrapped MAP fits and ``--uncertainty`` give per-row 90%
+    intervals."""
+    return method != "map" or bootstraps > 1 or bool(uncertainty)
 
 
 def param_table(est: Any, model: str, C: np.ndarray, predictors: list[str],
@@ -190,7 +191,9 @@ def run_fit(args: Any) -> dict[str, Any]:
     if args.model == "regression":
         y = y.astype(float)
     check_out(args.out)  # before the fit: a bad --out must not cost a fit
-    say(f"read {args.data}: {len(df)} rows; model {args.model}, method {args.method}")
+    how = ("Gaussian-process coefficients, method 'marginal' (--uncertainty)"
+           if args.uncertainty else f"method {args.method}")
+    say(f"read {args.data}: {len(df)} rows; model {args.model}, {how}")
 
     cls = estimator_class(args.model)
     est = cls(**_estimator_options(args))
@@ -203,7 +206,7 @@ def run_fit(args: Any) -> dict[str, Any]:
         raise UsageError(str(e)) from e
     seconds = time.perf_counter() - t
     say(f"fitted in {seconds:.1f}s; writing results to {args.out}")
-    posterior = has_intervals(args.method, args.bootstraps)
+    posterior = has_intervals(args.method, args.bootstraps, args.uncertainty)
     table = param_table(est, args.model, C, predictors, posterior)
     table.insert(0, ids.name, ids.to_numpy())
     summary = summary_table(table.drop(columns=[ids.name]))
@@ -246,6 +249,8 @@ def _estimator_options(args: Any) -> dict[str, Any]:
         opts["num_archetypes"] = args.archetypes
     if args.bootstraps > 1:
         opts["n_bootstraps"] = args.bootstraps
+    if args.uncertainty:
+        opts["uncertainty"] = True
     return opts
 
 
@@ -258,7 +263,7 @@ def _manifest(args: Any, context: list[str], predictors: list[str], ids: pd.Seri
          "model": args.model, "method": args.method,
          "context": context, "predictors": predictors, "outcome": args.outcome,
          "id": None if args.id is None else ids.name, "seed": args.seed, "n_rows": n,
-         "bootstraps": args.bootstraps,
+         "bootstraps": args.bootstraps, "uncertainty": bool(args.uncertainty),
          "metrics": metrics, "files": sorted(set(files) | {MANIFEST})}
     if note:
         m["note"] = note

@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="posterior draws for svi / nuts (200; nuts warms up as long)")
     g.add_argument("--bootstraps", type=int, default=1,
                    help="bootstrap fits (all fitted at once); >1 gives intervals for map")
+    g.add_argument("--uncertainty", action="store_true",
+                   help="calibrated per-row 90%% intervals: every coefficient a Gaussian "
+                   "process of the context, weights integrated out (ctx.fit(method="
+                   "'marginal')); narrow near the data, wide away from them. Slower than "
+                   "map; not with --method, --bootstraps or --model mixed")
     g.add_argument("--random-slopes", action="store_true",
                    help="--model mixed: per-group slopes of every predictor, not only "
                    "intercepts")
@@ -201,6 +206,17 @@ def _positive(args: argparse.Namespace) -> None:
     lr = getattr(args, "learning_rate", None)
     if lr is not None and not lr > 0:
         raise UsageError(f"`--learning-rate` must be > 0; got {lr}.")
+    if getattr(args, "uncertainty", False):
+        for flag, bad in (("--method", args.method != "map"),
+                          ("--bootstraps", args.bootstraps > 1),
+                          ("--model", args.model == "mixed")):
+            if bad:
+                value = {"--method": args.method, "--bootstraps": args.bootstraps,
+                         "--model": args.model}[flag]
+                raise UsageError(f"`--uncertainty` fits one Gaussian-process model by "
+                                 f"ctx.fit(method='marginal'), whose intervals need no "
+                                 f"bootstraps or posterior method; it cannot be combined "
+                                 f"with `{flag} {value}`.")
     if getattr(args, "method", None) == "nuts" and getattr(args, "bootstraps", 1) > 1:
         raise UsageError("`--method nuts` cannot be combined with `--bootstraps` > 1 (NUTS "
                          "already gives a posterior).")

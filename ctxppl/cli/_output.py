@@ -106,8 +106,11 @@ def arviz_of(fit: Any) -> tuple[Any, str | None]:
 
 
 def wants_posterior(args: Any) -> bool:
-    """``--posterior`` / ``--no-posterior``, else yes for posterior methods, no for ``map``."""
-    return args.posterior if args.posterior is not None else args.method != "map"
+    """``--posterior`` / ``--no-posterior``, else yes for posterior methods and
+    ``--uncertainty``, no for ``map``."""
+    if args.posterior is not None:
+        return args.posterior
+    return args.method != "map" or bool(getattr(args, "uncertainty", False))
 
 
 def write_posterior(idata: Any, out: str) -> tuple[list[str], str | None]:

@@ -131,7 +131,8 @@ def _predict_estimator(man: dict, df: pd.DataFrame, X: np.ndarray | None, args: 
     preds = man["predictors"]
     say(f"predicting {len(df)} rows with the {model} model in {args.dir}")
     table = param_table(est, model, C, preds,
-                        has_intervals(man["method"], man.get("bootstraps", 1)))
+                        has_intervals(man["method"], man.get("bootstraps", 1),
+                                      man.get("uncertainty", False)))
     out = pd.DataFrame(index=range(len(df)))
     if model == "regression":
         out[f"{man['outcome']}_pred"] = est.predict(C, X)

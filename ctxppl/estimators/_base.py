@@ -28,6 +28,9 @@ from ctxppl.models import Metamodel
 __all__ = ["ContextualizedBase", "Interval", "INFERENCE"]
 
 INFERENCE = ("map", "svi", "laplace", "nuts")
+# uncertainty=True: basis functions per context feature and box (in half-ranges) of the GP
+_GP_BASIS = 8
+_GP_BOX = 3.0
 PLATE = "samples"
 
 # A module-level init strategy keeps its identity across fits, so the fit's compiled
@@ -185,15 +188,41 @@ class ContextualizedBase(BaseEstimator):
                              f"{self.batch_size!r}.")
         if self.prior_scale is not None and not self.prior_scale > 0:
             raise ValueError(f"`prior_scale` must be > 0; got {self.prior_scale!r}.")
+        unc = getattr(self, "uncertainty", False)
+        if not isinstance(unc, bool | np.bool_):
+            raise TypeError(f"`uncertainty` must be True or False; got {unc!r}.")
+        if unc:
+            for name, value, default in (("n_bootstraps", self.n_bootstraps, 1),
+                                         ("inference", self.inference, "map"),
+                                         ("val_split", self.val_split, None)):
+                if value != default:
+                    raise ValueError(
+                        f"`uncertainty=True` fits one Gaussian-process metamodel by "
+                        f"ctx.fit(method='marginal'), whose intervals are calibrated on their "
+                        f"own; leave `{name}` at {default!r} (got {value!r}).")
+
+    def _uncertain(self) -> bool:
+        return bool(getattr(self, "uncertainty", False))
 
     def _metamodel(self) -> Metamodel:
+        if self._uncertain():
+            center, half = self.gp_domain_
+            return Metamodel(kind="gp", gp_domain=(tuple(center), tuple(half)),
+                             gp_basis=_GP_BASIS)
         kind = self.metamodel_type
         return Metamodel(kind=kind, encoder=self.encoder_type,
                          num_archetypes=int(self.num_archetypes), width=int(self.width),
                          depth=int(self.depth))
 
+    def _set_gp_domain(self, C_scaled: np.ndarray) -> None:
+        """The box of the GP metamodel (``uncertainty=True``): the standardised training
+        contexts' center and half-range per feature."""
+        if self._uncertain():
+            lo, hi = C_scaled.min(axis=0), C_scaled.max(axis=0)
+            self.gp_domain_ = [((lo + hi) / 2).tolist(), ((hi - lo) / 2).tolist()]
+
     def _bayesian(self) -> bool:
-        return self.inference != "map"
+        return self.inference != "map" or self._uncertain()
 
     # ------------------------------------------------------------------ training plan
     def _batch(self, n: int) -> int | None:
@@ -207,6 +236,9 @@ class ContextualizedBase(BaseEstimator):
         return int(self.max_epochs) * per_epoch
 
     def _fit_options(self, n: int) -> tuple[str, dict[str, Any]]:
+        if self._uncertain():
+            return "marginal", {"num_samples": int(self.num_samples), "progress": False,
+                                "plate": PLATE}
         bs = self._batch(n)
         n_train = n if self.val_split is None else int(round(n * (1 - self.val_split)))
         steps = self._num_steps(n_train, bs)
@@ -269,6 +301,17 @@ class ContextualizedBase(BaseEstimator):
             raise ValueError(f"C has {C.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_context_features_} features as input (the "
                              "context columns seen in fit).")
+        if self._uncertain() and hasattr(self, "gp_domain_"):
+            center, half = (np.asarray(v) for v in self.gp_domain_)
+            z = np.abs(self.c_scaler_(C) - center) / np.maximum(half, 1e-12)
+            far = z > _GP_BOX / 1.2
+            if far.any():
+                warnings.warn(
+                    f"{int(far.any(axis=1).sum())} of {C.shape[0]} contexts lie more than "
+                    f"{_GP_BOX / 1.2:.1f} half-ranges of the training contexts from their "
+                    "center, outside the box of the Gaussian-process basis (uncertainty=True): "
+                    "there the intervals shrink towards the prior's edge and are not to be "
+                    "trusted.", RuntimeWarning, stacklevel=find_stack_level())
         return C
 
     def _check_features(self, X: Any, name: str = "X") -> np.ndarray:
@@ -305,8 +348,9 @@ class ContextualizedBase(BaseEstimator):
             raise ValueError(
                 f"`interval` needs per-sample draws that differ, but this {name} "
                 f"(inference={self.inference!r}, n_bootstraps={self.n_bootstraps}) has {why}: "
-                "every interval would have zero width. For per-sample intervals refit with "
-                "n_bootstraps >= 2 or inference='svi' | 'laplace' | 'nuts'.")
+                "every interval would have zero width. For calibrated per-sample intervals "
+                "refit with uncertainty=True (or n_bootstraps >= 2, or inference='svi' | "
+                "'laplace' | 'nuts').")
         fit = getattr(self, "fit_", None)
         diag = {} if fit is None else fit.diagnostics
         if fit is not None and fit.method == "nuts" and not diag.get("converged", True):

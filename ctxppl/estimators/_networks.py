@@ -23,8 +23,11 @@ _NET_OPTIONS = r"""
     Args:
         inference, n_bootstraps, encoder_type, metamodel_type, num_archetypes, width, depth,
         alpha, l1_ratio, mu_ratio, fit_intercept, normalize, val_split, es_patience,
-        learning_rate, max_epochs, batch_size, random_state, prior_scale, num_samples:
-            As for :class:`ctxppl.estimators.ContextualizedRegressor`.
+        learning_rate, max_epochs, batch_size, random_state, prior_scale, num_samples,
+        uncertainty: As for :class:`ctxppl.estimators.ContextualizedRegressor`. With
+            ``uncertainty=True`` every entry of every sample's network is its own Gaussian
+            process of the context, so the weights integrated out grow with the square of
+            the number of features: meant for small networks.
 """
 
 
@@ -37,7 +40,8 @@ class _NetworkEstimator(ContextualizedBase):
                  val_split: float | None = None, es_patience: int = 5,
                  learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
-                 prior_scale: float = 1.0, num_samples: int = 200):
+                 prior_scale: float = 1.0, num_samples: int = 200,
+                 uncertainty: bool = False):
         self.inference = inference
         self.n_bootstraps = n_bootstraps
         self.encoder_type = encoder_type
@@ -58,6 +62,7 @@ class _NetworkEstimator(ContextualizedBase):
         self.random_state = random_state
         self.prior_scale = prior_scale
         self.num_samples = num_samples
+        self.uncertainty = uncertainty
 
     def _common_kwargs(self) -> dict[str, Any]:
         return {"metamodel": self._metamodel(), "fit_intercept": bool(self.fit_intercept),
@@ -78,6 +83,7 @@ class _NetworkEstimator(ContextualizedBase):
         self.n_features_ = int(X.shape[1])
         self.c_scaler_ = Scaler.fit("C", C, self.normalize)
         self.x_scaler_ = Scaler.fit("X", X, self.normalize)
+        self._set_gp_domain(self.c_scaler_(C))
         return C, X, Y
 
     def _template_args(self) -> tuple:
@@ -147,7 +153,8 @@ class ContextualizedCorrelationNetworks(_NetworkEstimator):
 
     def _build_model(self) -> CorrelationNetwork:
         return CorrelationNetwork(**self._common_kwargs(),
-                                  noise_scale=None if self._bayesian() else 1.0)
+                                  noise_scale=None if self._bayesian() else 1.0,
+                                  noise_floor=0.01 if self._uncertain() else 0.0)
 
     def _template_args(self) -> tuple:
         args = super()._template_args()
@@ -338,7 +345,7 @@ class ContextualizedBayesianNetworks(_NetworkEstimator):
                  prior_scale: float = 1.0, num_samples: int = 200,
                  dag_loss: str = "notears", dag_alpha: float = 10.0, dag_rho: float = 10.0,
                  l1: float = 0.0, archetype_alpha: float = 0.0, archetype_rho: float = 0.0,
-                 archetype_l1: float = 0.0):
+                 archetype_l1: float = 0.0, uncertainty: bool = False):
         super().__init__(
             inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
             metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
@@ -346,7 +353,7 @@ class ContextualizedBayesianNetworks(_NetworkEstimator):
             fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
             es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
             batch_size=batch_size, random_state=random_state, prior_scale=prior_scale,
-            num_samples=num_samples)
+            num_samples=num_samples, uncertainty=uncertainty)
         self.dag_loss = dag_loss
         self.dag_alpha = dag_alpha
         self.dag_rho = dag_rho

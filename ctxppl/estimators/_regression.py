@@ -13,6 +13,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from ctxppl.estimators._base import PLATE, ContextualizedBase, Scaler, _names, as_2d, same_rows
 from ctxppl.models import Classification, Regression, UnivariateRegression
 
+# uncertainty=True: the noise scale never goes below 1% of the standardised outcome's SD
+# (noise-free data would drive it to 0; see ctxppl.models.Regression.noise_floor)
+_NOISE_FLOOR = 0.01
+
 __all__ = ["ContextualizedRegressor", "ContextualizedClassifier", "ContextualGAMRegressor",
            "ContextualGAMClassifier"]
 
@@ -51,6 +55,16 @@ _DOC_OPTIONS = r"""
             ``f(C, X) -> predictions``.
         prior_scale: Prior scale of the head for posterior methods.
         num_samples: Posterior draws kept (SVI, Laplace; NUTS also uses it for warm-up).
+        uncertainty: Calibrated per-sample intervals: every per-sample parameter becomes a
+            Gaussian process of the (standardised) context plus a linear part
+            (:class:`ctxppl.nn.HSGP`; joint for up to two context features, additive
+            beyond), fitted by ``ctx.fit(method="marginal")`` -- weights integrated out,
+            hyperparameters by their marginal likelihood with a Laplace approximation over
+            them. ``predict_params(C, interval=0.9)`` and ``predict(..., interval=0.9)`` then
+            give intervals that are narrow where the data say something and widen away from
+            them (docs/uncertainty.md). The noise scale has a floor of 0.01 standardised
+            units. Slower than MAP; leave ``inference``, ``n_bootstraps`` and ``val_split``
+            at their defaults.
 """
 
 
@@ -108,7 +122,7 @@ class _LinearEstimator(ContextualizedBase):
                  learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200):
+                 num_samples: int = 200, uncertainty: bool = False):
         self.inference = inference
         self.n_bootstraps = n_bootstraps
         self.encoder_type = encoder_type
@@ -130,6 +144,7 @@ class _LinearEstimator(ContextualizedBase):
         self.base_predictor = base_predictor
         self.prior_scale = prior_scale
         self.num_samples = num_samples
+        self.uncertainty = uncertainty
 
     # -------------------------------------------------------------- data preparation
     def _prepare(self, C: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +158,7 @@ class _LinearEstimator(ContextualizedBase):
         self.n_features_ = int(X.shape[1])
         self.c_scaler_ = Scaler.fit("C", C, self.normalize)
         self.x_scaler_ = Scaler.fit("X", X, self.normalize)
+        self._set_gp_domain(self.c_scaler_(C))
         return C, X
 
     def _offsets_normalised(self, C: np.ndarray, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -290,7 +306,7 @@ class ContextualizedRegressor(_LinearEstimator):
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200, link_fn: str = "identity",
-                 univariate: bool = False):
+                 univariate: bool = False, uncertainty: bool = False):
         super().__init__(
             inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
             metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
@@ -298,7 +314,7 @@ class ContextualizedRegressor(_LinearEstimator):
             fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
             es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
             batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
-            prior_scale=prior_scale, num_samples=num_samples)
+            prior_scale=prior_scale, num_samples=num_samples, uncertainty=uncertainty)
         self.link_fn = link_fn
         self.univariate = univariate
 
@@ -311,6 +327,7 @@ class ContextualizedRegressor(_LinearEstimator):
                    fit_intercept=bool(self.fit_intercept), alpha=float(self.alpha),
                    l1_ratio=float(self.l1_ratio), mu_ratio=float(self.mu_ratio),
                    noise_scale=None if self._bayesian() else 1.0,
+                   noise_floor=_NOISE_FLOOR if self._uncertain() else 0.0,
                    prior_scale=float(self.prior_scale) if self._bayesian() else None,
                    plate=PLATE)
 
@@ -334,15 +351,23 @@ class ContextualizedRegressor(_LinearEstimator):
         self._run(model, (args[0], args[1], self.y_scaler_(Y2)) + args[3:])
         return self
 
-    def predict(self, C: Any, X: Any, individual_preds: bool = False) -> np.ndarray:
-        """Predicted outcomes ``(n,)`` (or ``(n, y_dim)``; univariate: ``(n, y_dim, x_dim)``),
-        averaged over bootstraps/draws unless ``individual_preds``."""
+    def predict(self, C: Any, X: Any, individual_preds: bool = False,
+                interval: float | None = None) -> Any:
+        r"""Predicted outcomes ``(n,)`` (or ``(n, y_dim)``; univariate: ``(n, y_dim, x_dim)``),
+        averaged over bootstraps/draws unless ``individual_preds``.
+
+        With ``interval`` (e.g. ``0.9``) an :class:`~ctxppl.estimators.Interval` of the
+        expected outcome :math:`g(\beta(c)^\top x + \mu(c))` over bootstraps / posterior
+        draws (an interval for the regression function, without the noise of a new
+        observation)."""
         from ctxppl.models._common import output_link
 
         eta = self._linear_predictor(C, X)
         y = np.asarray(output_link(self.link_fn)(eta))
         if self.y_1d_ and not self.univariate:
             y = y[..., 0]
+        if interval is not None:
+            return self._summarise(y, individual_preds, interval)
         return y if individual_preds else y.mean(axis=0)
 
     def score(self, C: Any, X: Any, Y: Any) -> float:
@@ -419,17 +444,21 @@ class ContextualizedClassifier(_LinearEstimator):
         self._run(model, (args[0], args[1], Y) + args[3:])
         return self
 
-    def predict_proba(self, C: Any, X: Any, individual_preds: bool = False) -> np.ndarray:
+    def predict_proba(self, C: Any, X: Any, individual_preds: bool = False,
+                      interval: float | None = None) -> Any:
         """Class probabilities ``(n, n_classes)``, averaged over bootstraps/draws unless
-        ``individual_preds`` (then ``(S, n, n_classes)``)."""
+        ``individual_preds`` (then ``(S, n, n_classes)``); with ``interval`` an
+        :class:`~ctxppl.estimators.Interval` over them."""
         eta = self._linear_predictor(C, X)
         if len(self.classes_) == 2:
-            p1 = 1.0 / (1.0 + np.exp(-eta[..., 0]))
+            p1 = 0.5 * (1.0 + np.tanh(0.5 * eta[..., 0]))  # the logistic, without overflow
             p = np.stack([1 - p1, p1], axis=-1)
         else:
             z = eta - eta.max(axis=-1, keepdims=True)
             p = np.exp(z)
             p /= p.sum(axis=-1, keepdims=True)
+        if interval is not None:
+            return self._summarise(p, individual_preds, interval)
         return p if individual_preds else p.mean(axis=0)
 
     def predict(self, C: Any, X: Any) -> np.ndarray:
@@ -468,7 +497,7 @@ class ContextualGAMRegressor(ContextualizedRegressor):
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
                  num_samples: int = 200, link_fn: str = "identity",
-                 univariate: bool = False):
+                 univariate: bool = False, uncertainty: bool = False):
         super().__init__(
             inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
             metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
@@ -477,7 +506,7 @@ class ContextualGAMRegressor(ContextualizedRegressor):
             es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
             batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
             prior_scale=prior_scale, num_samples=num_samples, link_fn=link_fn,
-            univariate=univariate)
+            univariate=univariate, uncertainty=uncertainty)
 
 
 class ContextualGAMClassifier(ContextualizedClassifier):
@@ -499,7 +528,7 @@ class ContextualGAMClassifier(ContextualizedClassifier):
                  learning_rate: float | None = None, max_epochs: int | None = None,
                  batch_size: int | None = None, random_state: Any = None,
                  base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200):
+                 num_samples: int = 200, uncertainty: bool = False):
         super().__init__(
             inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
             metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
@@ -507,4 +536,4 @@ class ContextualGAMClassifier(ContextualizedClassifier):
             fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
             es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
             batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
-            prior_scale=prior_scale, num_samples=num_samples)
+            prior_scale=prior_scale, num_samples=num_samples, uncertainty=uncertainty)

@@ -115,6 +115,22 @@ def _gaussian_sites(tr: dict) -> list[str]:
             and _mask(s["fn"]) is not False]
 
 
+def _psd(lam: jax.Array) -> jax.Array:
+    """Per-member curvature blocks with negative eigenvalues set to zero (generalised
+    Gauss-Newton: a penalty that is not convex, e.g. a DAG penalty, must not make ``H``
+    indefinite). The gradient passes straight through (the projection is held), so blocks
+    that are already positive semi-definite -- every log-concave likelihood -- are exact."""
+    w, v = jnp.linalg.eigh(0.5 * (lam + jnp.swapaxes(lam, -1, -2)))
+    proj = jnp.einsum("...ij,...j,...kj->...ik", v, jnp.maximum(w, 0.0), v)
+    return lam + jax.lax.stop_gradient(proj - lam)
+
+
+@jax.jit
+def _solve_upper(R: jax.Array, eps: jax.Array) -> jax.Array:
+    """``R^{-1} eps``: draws with covariance ``(R^T R)^{-1}``."""
+    return jax.scipy.linalg.solve_triangular(R, eps, lower=False)
+
+
 def _qr_r(A: jax.Array) -> jax.Array:
     return jnp.linalg.qr(A, mode="r")
 
@@ -225,7 +241,7 @@ class _Problem:
         # one Hessian-vector product per member parameter gives column k of every block
         eye = jnp.broadcast_to(jnp.eye(p, dtype=flat.dtype)[:, None, :], (p, n, p))
         cols = jax.vmap(lambda v: jax.jvp(lambda t: jax.grad(f, 1)(b, t), (flat,), (v,))[1])(eye)
-        lam = jnp.moveaxis(cols, 0, -1)  # (n, p, p)
+        lam = _psd(jnp.moveaxis(cols, 0, -1))  # (n, p, p)
         g = jax.grad(f, 0)(b, flat) + jnp.einsum("npd,np->d", J, g_t)
         h = jax.hessian(f, 0)(b, flat) + jnp.einsum("npd,npq,nqe->de", J, lam, J)
         return g, h
@@ -237,9 +253,10 @@ class _Problem:
         l0 = jnp.linalg.cholesky(0.5 * (h + h.T))
         if not self.gauss:
             return g, l0.T
-        r = self._residuals(b, o)
         B = jax.jacfwd(self._residuals)(b, o)  # (m, D)
-        return g + B.T @ r, jnp.concatenate([l0.T, B], axis=0)
+        # the exact gradient (a noise scale that depends on the weights, as in a Markov
+        # network, adds terms the residuals do not carry; H is then Gauss-Newton there)
+        return jax.grad(self.nlj)(b, o), jnp.concatenate([l0.T, B], axis=0)
 
     def newton(self, b, o):  # noqa: ANN001, ANN201
         """One Newton step from ``b``: ``(new b, R at b)`` with ``R^T R = H``."""
@@ -307,9 +324,9 @@ def _setup(model, plate, wts, init_strategy, key, args, kwargs):  # noqa: ANN001
 
 
 @eqx.filter_jit
-def _stage_init(setup, steps):  # noqa: ANN001, ANN202
-    prob, o0, unravel_o, is_hyper, *_ = _setup(*setup)
-    return o0, prob.mode(prob.b0, unravel_o(o0), steps)[0], is_hyper
+def _stage_init(setup):  # noqa: ANN001, ANN202
+    prob, o0, _, is_hyper, *_ = _setup(*setup)
+    return o0, prob.b0, is_hyper
 
 
 @eqx.filter_jit
@@ -322,24 +339,10 @@ def _stage_fg(setup, o, b):  # noqa: ANN001, ANN202
 
 @eqx.filter_jit
 def _stage_mode(setup, o, b, steps):  # noqa: ANN001, ANN202
+    """The conditional mode of the weights and ``R`` (``R^T R = H``) there."""
     prob, _, unravel_o, *_ = _setup(*setup)
     b, R = prob.mode(b, unravel_o(o), steps)
-    return b, jnp.all(jnp.isfinite(R))
-
-
-@eqx.filter_jit
-def _stage_draws(setup, os, b, keys, per, steps):  # noqa: ANN001, ANN202
-    """``per`` weight draws at each hyperparameter draw in ``os``."""
-    prob, _, unravel_o, *_ = _setup(*setup)
-
-    def one(args):  # noqa: ANN001, ANN202
-        o, k = args
-        bk, R = prob.mode(b, unravel_o(o), steps)
-        eps = jax.random.normal(k, (prob.size, per), bk.dtype)
-        return bk[None] + jax.scipy.linalg.solve_triangular(R, eps, lower=False).T, \
-            jnp.all(jnp.isfinite(R))
-
-    return jax.lax.map(one, (os, keys))
+    return b, R, jnp.all(jnp.isfinite(R))
 
 
 @eqx.filter_jit
@@ -374,7 +377,8 @@ def run_marginal(model: Any, key: jax.Array, args: tuple, kwargs: dict, opts: di
     k_init, k_hyper, k_draw = jax.random.split(key, 3)
     setup = (model, opts["plate"], weights, opts["init_strategy"], k_init, args, kwargs)
     steps = int(opts["newton_steps"])
-    o0, b, is_hyper = _stage_init(setup, steps)
+    o0, b, is_hyper = _stage_init(setup)
+    b = _stage_mode(setup, o0, b, steps)[0]
     dtype = o0.dtype
     state = {"b": b, "hist": [], "best": (np.inf, np.asarray(o0, np.float64), b)}
     bar = None
@@ -405,44 +409,65 @@ def run_marginal(model: Any, key: jax.Array, args: tuple, kwargs: dict, opts: di
             if state["hist"]:
                 bar.set_postfix_str(f"loss {state['hist'][-1]:.6g}", refresh=False)
 
+    idx = np.flatnonzero(np.asarray(is_hyper))
+    laplace = opts["hyper"] == "laplace" and idx.size > 0
     t0 = time.perf_counter()
+    x0, nit, info = np.asarray(o0, np.float64), 0, {}
     try:
-        res = minimize(fun, np.asarray(o0, np.float64), jac=True, method="L-BFGS-B",
-                       callback=callback,
-                       options={"maxiter": int(opts["num_steps"]), "ftol": float(opts["tol"]),
-                                "gtol": 1e-5})
+        # L-BFGS-B; at a stationary point with clearly negative curvature (a saddle, e.g.
+        # a symmetric start) step off along that direction and optimise again (twice at most)
+        for attempt in range(3):
+            res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback,
+                           options={"maxiter": int(opts["num_steps"]),
+                                    "ftol": float(opts["tol"]), "gtol": 1e-5})
+            nit += int(res.nit)
+            best_val, o_hat, b = state["best"]
+            if not np.isfinite(best_val) or not laplace:
+                break
+            b_hat = _stage_mode(setup, jnp.asarray(o_hat, dtype), b, steps)[0]
+            h = _fd_hessian(lambda x, b_hat=b_hat: fg(x, b_hat)[:2], o_hat, idx)
+            noise = float(np.max(np.abs(h - h.T)))
+            h = 0.5 * (h + h.T)
+            lam, vec = np.linalg.eigh(h)
+            tol = max(2.0 * noise, 1e-3 * max(float(np.max(np.abs(lam))), 1e-12))
+            info.update(hyper_hessian=h, hyper_hessian_noise=noise, hyper_restarts=attempt)
+            if lam[0] > -tol or attempt == 2:
+                break
+            v = np.zeros_like(o_hat)
+            v[idx] = vec[:, 0] * min(1.0, 1.0 / math.sqrt(-lam[0]))
+            tries = [(fg(o_hat + sgn * v, b_hat)[0], sgn) for sgn in (1.0, -1.0)]
+            x0 = o_hat + min(tries)[1] * v
+            state["b"] = b_hat
     finally:
         if bar is not None:
             bar.close()
     best_val, o_hat, b = state["best"]
     if not np.isfinite(best_val):
         status = NONFINITE
-    elif res.nit >= int(opts["num_steps"]):
+    elif nit >= int(opts["num_steps"]):
         status = MAX_STEPS
     else:
         status = CONVERGED
-    info = {"loss_history": np.asarray(state["hist"]), "num_steps": int(res.nit),
-            "status": status, "val_history": np.zeros(0), "optimizer_message": str(res.message),
-            "optimize_seconds": time.perf_counter() - t0}
+    info.update({"loss_history": np.asarray(state["hist"]), "num_steps": nit,
+                 "status": status, "val_history": np.zeros(0),
+                 "optimizer_message": str(res.message),
+                 "optimize_seconds": time.perf_counter() - t0})
     o_hat_j = jnp.asarray(o_hat, dtype)
-    b_hat, ok = _stage_mode(setup, o_hat_j, b, steps)
+    b_hat, _, ok = _stage_mode(setup, o_hat_j, b, steps)
     info["hessian_ok"] = bool(ok)
 
     # hyperparameters: a Gaussian in unconstrained space around the type-II MAP
-    idx = np.flatnonzero(np.asarray(is_hyper))
-    K = int(opts["num_hyper_samples"]) if (opts["hyper"] == "laplace" and idx.size) else 1
+    K = int(opts["num_hyper_samples"]) if laplace and "hyper_hessian" in info else 1
     os_ = np.repeat(o_hat[None], K, axis=0)
     info["hyper_hessian_ok"] = True
-    if K > 1 and status != NONFINITE:
-        h = _fd_hessian(lambda x: fg(x, b_hat)[:2], o_hat, idx)
-        noise = float(np.max(np.abs(h - h.T)))
-        h = 0.5 * (h + h.T)
-        lam, vec = np.linalg.eigh(h)
+    if K > 1:
+        lam, vec = np.linalg.eigh(info["hyper_hessian"])
         scale = max(float(np.max(np.abs(lam))), 1e-12)
         # a clearly negative curvature (beyond the differencing error, measured by the
         # asymmetry) is a saddle: reported; directions within that error of flat (e.g. a
         # noise scale at its floor) stay at the maximum
-        info["hyper_hessian_ok"] = bool(np.all(lam > -max(2.0 * noise, 1e-3 * scale)))
+        tol = max(2.0 * info["hyper_hessian_noise"], 1e-3 * scale)
+        info["hyper_hessian_ok"] = bool(np.all(lam > -tol))
         keep = lam > 1e-8 * scale
         info["hyper_flat_directions"] = int(np.sum(~keep))
         if info["hyper_hessian_ok"]:
@@ -451,17 +476,22 @@ def run_marginal(model: Any, key: jax.Array, args: tuple, kwargs: dict, opts: di
             os_[:, idx] += (eps * std) @ vec.T
         else:
             K, os_ = 1, os_[:1]
-        info["hyper_hessian"] = h
-        info["hyper_hessian_noise"] = noise
     S = int(opts["num_samples"])
     per = -(-S // K)
-    bs, oks = _stage_draws(setup, jnp.asarray(os_, dtype), b_hat, jax.random.split(k_draw, K),
-                           per, steps)
-    info["hessian_ok"] = info["hessian_ok"] and bool(np.all(np.asarray(oks)))
+    # each hyperparameter draw: its own mode and exact Gaussian over the weights
+    bs, oks = [], []
+    for k, kk in enumerate(jax.random.split(k_draw, K)):
+        bk, R, okk = _stage_mode(setup, jnp.asarray(os_[k], dtype), b_hat, steps)
+        eps = jax.random.normal(kk, (bk.shape[0], per), bk.dtype)
+        bs.append(bk[None] + _solve_upper(R, eps).T)
+        oks.append(bool(okk))
+    info["hessian_ok"] = info["hessian_ok"] and all(oks)
+    bs = jnp.concatenate(bs)
     bs = jnp.reshape(bs, (-1, bs.shape[-1]))[:S]
-    orep = jnp.asarray(np.repeat(os_, per, axis=0)[:S], dtype)
-    draws = _stage_values(setup, orep, bs)
-    point = _stage_values(setup, o_hat_j[None], b_hat[None])
+    orep = jnp.asarray(np.concatenate([np.repeat(os_, per, axis=0)[:S], o_hat[None]]), dtype)
+    draws = _stage_values(setup, orep, jnp.concatenate([bs, b_hat[None]]))  # last: the MAP
+    point = jax.tree_util.tree_map(lambda a: a[-1:], draws)
+    draws = jax.tree_util.tree_map(lambda a: a[:-1], draws)
     prob_names = _names(setup)
     hyper, params, weights_ = prob_names
     latents = hyper + weights_

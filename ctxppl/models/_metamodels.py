@@ -17,6 +17,10 @@ as compositions of :mod:`ctxppl.nn` encoders. Every metamodel is a *body* -- a c
   (input, output) pair); archetypes are shared by all tasks.
 * ``tasksplit``: one body for the context (softmax weights), one for the task; the head is a
   ``(K_context, K_task)`` grid of archetypes.
+* ``gp``: every per-sample parameter is its own Gaussian process of the context plus a linear
+  part (:class:`ctxppl.nn.HSGP`, with its own priors): linear in Gaussian weights, which
+  ``ctx.fit(..., method="marginal")`` integrates out -- calibrated intervals (the
+  estimators' ``uncertainty=True``). Needs ``gp_domain``.
 
 The body is always a point-estimated NumPyro ``param``; the head becomes a random site with a
 ``Normal(0, prior_scale)`` prior when ``prior_scale`` is given, so posterior methods (SVI,
@@ -40,7 +44,7 @@ from ctxppl import nn as cnn
 
 __all__ = ["Metamodel", "METAMODELS", "ENCODERS", "LinearHead", "ArchetypeHead", "Composed"]
 
-METAMODELS = ("naive", "subtype", "multitask", "tasksplit")
+METAMODELS = ("naive", "subtype", "multitask", "tasksplit", "gp")
 ENCODERS = ("mlp", "ngam", "linear")
 
 
@@ -177,6 +181,8 @@ class Metamodel:
         archetype_weights: ``"identity"`` (unconstrained) or ``"softmax"`` (convex mixture);
             tasksplit always uses a softmax over context archetypes, as contextualized-ml.
         archetype_init: Archetypes start uniform in :math:`\pm` this value.
+        gp_domain: ``(center, half_range)`` per context feature (metamodel ``"gp"``).
+        gp_basis: Basis functions per context feature (metamodel ``"gp"``).
 
     Examples:
         >>> import jax, jax.numpy as jnp, numpyro, ctxppl as ctx
@@ -198,8 +204,13 @@ class Metamodel:
     activation: str = "relu"
     archetype_weights: str = "identity"
     archetype_init: float = 0.01
+    gp_domain: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    gp_basis: int = 8
 
     def __post_init__(self) -> None:
+        if self.kind == "gp" and self.gp_domain is None:
+            raise ValueError("metamodel 'gp' needs `gp_domain`: the (center, half_range) per "
+                             "context feature of the training contexts.")
         if self.kind not in METAMODELS:
             raise ValueError(f"`metamodel_type` must be one of {METAMODELS}; got {self.kind!r}.")
         if self.encoder not in ENCODERS:
@@ -268,6 +279,9 @@ class Metamodel:
             prior_scale: Optional prior scale of the head (Bayesian last layer).
         """
         out_shape = tuple(int(s) for s in out_shape)
+        if self.kind == "gp":
+            gp = cnn.HSGP(c_dim, out_shape, num_basis=self.gp_basis, domain=self.gp_domain)
+            return prim.encoder(name, gp, prior=gp.prior)
         if self.kind in ("multitask", "tasksplit"):
             if tasks is None or tasks.shape[0] != out_shape[0]:
                 raise ValueError(f"metamodel {self.kind!r} needs `tasks` with one row per "

@@ -63,6 +63,8 @@ class CorrelationNetwork(_LinearFamily):
 
     Args:
         noise_scale: Fixed residual scale (``None``: learned, site ``sigma``).
+        noise_floor: With a learned scale, ``noise_floor + sigma`` (see
+            :class:`ctxppl.models.Regression`).
         Other arguments as :class:`ctxppl.models.Regression`.
 
     Examples:
@@ -76,6 +78,7 @@ class CorrelationNetwork(_LinearFamily):
 
     noise_scale: float | None = 1.0
     x_dim: int | None = None
+    noise_floor: float = 0.0
 
     def __call__(self, C: jax.Array, X: jax.Array, Y: jax.Array | None = None) -> None:
         _check_2d("C", C)
@@ -96,7 +99,7 @@ class CorrelationNetwork(_LinearFamily):
         d = Z.shape[1]
         sigma = self.noise_scale
         if sigma is None:
-            sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+            sigma = self.noise_floor + numpyro.sample("sigma", dist.HalfNormal(1.0))
         enc = self._param_encoder(C, d, d, True)
         with sample_plate(self.plate, C):
             beta, mu = self._params(enc, d, d, True)  # beta[b, k, j]: slope of z_k on z_j
@@ -326,7 +329,7 @@ class BayesianNetwork(_LinearFamily):
             x = take(X, 1)
             loc = jnp.sum(x[:, :, None] * W, axis=1) + mu
             numpyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
-        arch = getattr(enc.head, "archetypes", None)
+        arch = getattr(getattr(enc, "head", None), "archetypes", None)
         if self.metamodel.kind == "subtype" and arch is not None and (
                 self.archetype_alpha or self.archetype_rho or self.archetype_l1):
             A = jnp.reshape(arch, (-1, p, p + 1))[..., :p] * mask

@@ -73,7 +73,7 @@ class _LinearFamily:
         """The encoder of per-sample (beta, mu) for ``groups`` outputs."""
         kind = self.metamodel.kind
         per = 2 if univariate else x_dim + 1
-        if kind in ("naive", "subtype"):
+        if kind in ("naive", "subtype", "gp"):
             shape = (groups, x_dim, 2) if univariate else (groups, per)
             tasks = None
         elif univariate:  # one task per (output, input) pair, as contextualized-ml
@@ -133,6 +133,10 @@ class Regression(_LinearFamily):
         fit_intercept: Learn the context-dependent intercept :math:`\mu(c)`.
         noise_scale: Fixed :math:`\sigma` (MAP then minimises squared error), or ``None`` to
             learn it (site ``sigma``, ``HalfNormal(1)`` prior).
+        noise_floor: With a learned noise scale, :math:`\sigma` = ``noise_floor`` + ``sigma``:
+            noise below the floor is not resolved, which keeps noise-free data from driving
+            :math:`\sigma` to 0 (the estimators' ``uncertainty=True`` uses 0.01, in units of
+            the standardised outcome).
         alpha, l1_ratio, mu_ratio: Elastic-net penalty on every sample's parameters (see
             :func:`ctxppl.models.elastic_net`).
         prior_scale: ``Normal(0, prior_scale)`` prior on the metamodel head (a Bayesian last
@@ -160,6 +164,7 @@ class Regression(_LinearFamily):
     y_dim: int | None = None
     link: str = "identity"
     noise_scale: float | None = 1.0
+    noise_floor: float = 0.0
     univariate = False
 
     def __post_init__(self) -> None:
@@ -167,6 +172,8 @@ class Regression(_LinearFamily):
         output_link(self.link)
         if self.noise_scale is not None and not self.noise_scale > 0:
             raise ValueError(f"`noise_scale` must be > 0 or None; got {self.noise_scale!r}.")
+        if not self.noise_floor >= 0:
+            raise ValueError(f"`noise_floor` must be >= 0; got {self.noise_floor!r}.")
 
     def _groups(self, Y: jax.Array | None) -> int:
         if Y is not None:
@@ -190,7 +197,8 @@ class Regression(_LinearFamily):
             raise ValueError(f"`Y` must have {n} rows (one per sample of `C`); got {Y.shape[0]}.")
         sigma = self.noise_scale
         if sigma is None:
-            sigma = numpyro.sample("sigma", dist.HalfNormal(1.0).expand([groups]).to_event(1))
+            sigma = self.noise_floor + numpyro.sample(
+                "sigma", dist.HalfNormal(1.0).expand([groups]).to_event(1))
         g = output_link(self.link)
         enc = self._param_encoder(C, groups, X.shape[1], self.univariate)
         with sample_plate(self.plate, C):

@@ -199,6 +199,10 @@ def test_fit_model_mixed_and_predict(data_csv, tmp_path):
       "--width", "0"], "`--width` must be a positive integer"),
     (["fit", "{data}", "--context", "c1", "--predictors", "c1", "--outcome", "y"],
      "more than one of"),
+    (["fit", "{data}", "--context", "c1", "--predictors", "x1", "--outcome", "y",
+      "--uncertainty", "--method", "svi"], "cannot be combined with `--method svi`"),
+    (["fit", "{data}", "--context", "c1", "--predictors", "x1", "--outcome", "y",
+      "--uncertainty", "--bootstraps", "3"], "cannot be combined with `--bootstraps 3`"),
     (["predict", "{tmp}", "{data}"], "no manifest.json"),
     (["mixed", "y ~ x1 + (1 | nope)", "{data}"], "nope"),
 ])
@@ -258,3 +262,43 @@ def test_posterior_method_writes_intervals(data_csv, tmp_path):
     assert "mean_interval_width" in summary.columns
     man = _json(out / "manifest.json")
     assert any(f.endswith(".nc") for f in man["files"])
+
+
+def test_uncertainty_writes_the_estimators_intervals_and_predict_keeps_them(data_csv, tmp_path):
+    """``--uncertainty``: the Gaussian-process route (method 'marginal'); the written
+    intervals are those of the saved estimator, ``ctxppl predict`` writes them for new rows
+    (one outside the training contexts, where they are wider)."""
+    from ctxppl.estimators import ContextualizedRegressor
+
+    path, df = data_csv
+    out = tmp_path / "unc"
+    code = main(["fit", path, "--context", "c1", "--predictors", "x1,x2", "--outcome", "y",
+                 "--id", "pid", "--uncertainty", "--num-samples", "100", "--out", str(out),
+                 "--quiet"])
+    assert code == EXIT_OK
+    man = _json(out / "manifest.json")
+    assert man["uncertainty"] is True and man["method"] == "map"
+    assert any(f.endswith(".nc") for f in man["files"])  # posterior draws by default
+    est = ContextualizedRegressor.load(str(out / "model.npz"))
+    assert est.uncertainty is True and est.fit_.method == "marginal"
+    params = pd.read_csv(out / "params.csv")
+    b, m = est.predict_params(df[["c1"]].to_numpy(), interval=0.9)
+    for col, arr in (("beta_x1", b.estimate[:, 0, 0]), ("beta_x1_q05", b.lower[:, 0, 0]),
+                     ("beta_x2_q95", b.upper[:, 0, 1]), ("intercept_q05", m.lower[:, 0])):
+        np.testing.assert_allclose(params[col], arr, rtol=1e-6, atol=1e-9)
+    # noiseless y = (1 + c1) x1 + 2 x2: the truth lies in (almost) every interval
+    inside = (params["beta_x1_q05"] <= 1 + df["c1"] + 1e-3) & (1 + df["c1"] - 1e-3
+                                                                <= params["beta_x1_q95"])
+    assert inside.mean() > 0.8, inside.mean()
+
+    new = pd.DataFrame({"pid": ["in", "out"], "c1": [0.0, 2.0], "x1": [1.0, 1.0],
+                        "x2": [0.0, 0.0]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    pred_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(out), str(tmp_path / "new.csv"), "--out", str(pred_csv),
+                 "--quiet"]) == EXIT_OK
+    pred = pd.read_csv(pred_csv).set_index("pid")
+    width = pred["beta_x1_q95"] - pred["beta_x1_q05"]
+    assert width["out"] > 2 * width["in"], width
+    b_new, _ = est.predict_params(new[["c1"]].to_numpy(), interval=0.9)
+    np.testing.assert_allclose(pred["beta_x1_q95"], b_new.upper[:, 0, 0], rtol=1e-6)

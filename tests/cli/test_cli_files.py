@@ -49,6 +49,8 @@ FIT_RUNS = [
      "svi", "--num-samples", "8", "--epochs", "5", "--no-plots"],
     ["--context", "g", "--predictors", "x1", "--outcome", "y", "--model", "mixed",
      "--random-slopes", "--no-plots"],
+    ["--context", "c1", "--predictors", "x1,x2", "--model", "markov", "--uncertainty",
+     "--num-samples", "8", "--no-plots"],
 ]
 MIXED_RUNS = [
     ["count ~ x1 + (1 | g)", "--family", "poisson", "--method", "laplace", "--num-samples",
@@ -60,7 +62,8 @@ MIXED_RUNS = [
 # the NUTS and SVI runs compile the most: they run under `make test-slow` (markers below);
 # map, bootstraps, NGAM, archetypes and mixed run in `make test`
 @pytest.mark.parametrize("i", [0, pytest.param(1, marks=pytest.mark.slow),
-                               pytest.param(2, marks=pytest.mark.slow), 3])
+                               pytest.param(2, marks=pytest.mark.slow), 3,
+                               pytest.param(4, marks=pytest.mark.slow)])
 def test_every_fit_option_runs(i, csv, tmp_path):
     path, df = csv
     out = tmp_path / "out"
@@ -70,8 +73,11 @@ def test_every_fit_option_runs(i, csv, tmp_path):
     params = pd.read_csv(out / "params.csv")
     assert len(params) == N and np.all(np.isfinite(params.select_dtypes("number")))
     posterior = any(f.startswith("posterior") for f in man["files"])
-    assert posterior == (i in (0, 2))  # asked for (0), default for svi (2); nuts said no (1),
-    # map (REML) mixed by default no (3)
+    assert posterior == (i in (0, 2, 4))  # asked for (0), default for svi (2) and
+    # --uncertainty (4); nuts said no (1), map (REML) mixed by default no (3)
+    if i == 4:  # --uncertainty: per-row 90% intervals of the partial correlations
+        assert man["uncertainty"] is True
+        assert np.all(params["pcorr_x1__x2_q05"] <= params["pcorr_x1__x2_q95"])
     if i == 0:  # --bootstraps 3 with map: per-row 90% intervals, one loss line per fit
         assert man["bootstraps"] == 3 and "loss.png" in man["files"]
         assert params["pid"].tolist() == df["pid"].tolist()

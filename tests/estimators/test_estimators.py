@@ -115,7 +115,8 @@ def test_bootstraps_resample_rows_in_one_call(reg_data):
 def test_interval_of_a_single_point_fit_is_refused_naming_the_routes(fitted, reg_data):
     _, (Ct, *_ ) = reg_data
     with pytest.raises(ValueError, match=r"`interval` needs per-sample draws.*a single point "
-                                         r"estimate.*n_bootstraps >= 2 or inference="):
+                                         r"estimate.*uncertainty=True.*n_bootstraps >= 2, "
+                                         r"or inference="):
         fitted.predict_params(Ct, interval=0.9)
     assert fitted.predict_params(Ct)[0].shape == (400, 1, 3)  # point estimates still fine
 
