@@ -38,15 +38,27 @@ def lme4_missing() -> str | None:
 
 
 def run_lme4(csv: Path, formula: str, family: str = "gaussian",
-             factors: tuple[str, ...] = ()) -> dict:
+             factors: tuple[str, ...] = (), peak: bool = False) -> dict:
     """One lme4 fit: ``fit_seconds`` (lmer/glmer only), ``process_seconds`` (the whole
-    Rscript run: R start-up, ``library(lme4)``, ``read.csv``, fit), estimates, logLik."""
+    Rscript run: R start-up, ``library(lme4)``, ``read.csv``, fit), estimates, logLik;
+    ``peak``: also ``peak_mb``, the R process's peak resident memory (GNU time)."""
+    argv = ["Rscript", str(RUNNER), str(csv), formula, family, ",".join(factors)]
+    return run_r(argv, peak)
+
+
+def run_r(argv: list[str], peak: bool = False) -> dict:
+    """Run an R script printing one JSON line; ``process_seconds`` and, with ``peak``, the
+    peak resident memory ``peak_mb`` (``/usr/bin/time``; None where it is missing)."""
+    timer = Path("/usr/bin/time")
+    wrap = [str(timer), "-f", "MAXRSS_KB %M"] if peak and timer.exists() else []
     t0 = time.perf_counter()
-    out = subprocess.run(["Rscript", str(RUNNER), str(csv), formula, family, ",".join(factors)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(wrap + argv, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["process_seconds"] = wall
+    if peak:
+        kb = [ln.split()[1] for ln in out.stderr.splitlines() if ln.startswith("MAXRSS_KB")]
+        res["peak_mb"] = float(kb[-1]) / 1024 if kb else None
     return res
 
 
@@ -62,7 +74,11 @@ res.fixed_effects
 t1 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print({{"in_process_seconds": t1 - t0, "peak_mb": float(peak), "loglik":
-       float(res.loglik if res.loglik is not None else -0.5 * res.deviance)}})
+       float(res.loglik if res.loglik is not None else -0.5 * res.deviance),
+       "loglik_se": None if res.deviance_se is None else 0.5 * float(res.deviance_se),
+       "fit_seconds": float(res.diagnostics["seconds"]["total"]),
+       "layout": res.diagnostics.get("layout"),
+       "est": [float(v) for v in res.params] + [float(v) for v in res.random_effects["sd"]]}})
 """
 
 
