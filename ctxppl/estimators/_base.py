@@ -4,12 +4,13 @@ save/load."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import numbers
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from ctxppl._warnings import find_stack_level
 from ctxppl.estimators._predict import predict_sites, split_fit
 from ctxppl.models import Metamodel
 
-__all__ = ["ContextualizedBase", "Interval", "INFERENCE"]
+__all__ = ["ContextualizedBase", "Interval", "INFERENCE", "estimator_options"]
 
 INFERENCE = ("map", "svi", "laplace", "nuts")
 # uncertainty=True: basis functions per context feature and box (in half-ranges) of the GP
@@ -154,15 +155,57 @@ def _jsonable(v: Any) -> bool:
     return True
 
 
+def estimator_options(cls: type) -> type:
+    """Class decorator of the estimators: the annotated attributes of the class body, with
+    their defaults, become keyword-only constructor parameters.
+
+    The generated ``__init__`` (a dataclass's, without ``__eq__`` / ``__repr__``) only stores
+    them, as scikit-learn requires, and has an explicit signature, which ``get_params`` and
+    ``clone`` read. A decorated subclass inherits the parameters and adds its own, or changes
+    a default by declaring the parameter again: each parameter is declared once.
+
+    Examples:
+        >>> from ctxppl.estimators import ContextualGAMRegressor
+        >>> est = ContextualGAMRegressor(width=8)
+        >>> est.encoder_type, est.width, est.get_params()["link_fn"]
+        ('ngam', 8, 'identity')
+    """
+    return dataclasses.dataclass(cls, eq=False, repr=False, kw_only=True)
+
+
+@estimator_options
 class ContextualizedBase(BaseEstimator):
     """Base class: see :class:`ctxppl.estimators.ContextualizedRegressor` for the options."""
 
     # Sites whose per-sample values `predict_params` returns (subclasses set them).
-    _sites: tuple[str, ...] = ()
+    _sites: ClassVar[tuple[str, ...]] = ()
     # Adam steps when `max_epochs` is None, and the learning rate when `learning_rate` is
     # None (docs/benchmarks.md, families section).
-    _default_steps: int = 1000
-    _default_lr: float = 1e-2
+    _default_steps: ClassVar[int] = 1000
+    _default_lr: ClassVar[float] = 1e-2
+
+    # the options every estimator has (documented in ContextualizedRegressor)
+    inference: str = "map"
+    n_bootstraps: int = 1
+    encoder_type: str = "mlp"
+    metamodel_type: str = "subtype"
+    num_archetypes: int = 10
+    width: int = 25
+    depth: int = 2
+    alpha: float = 0.0
+    l1_ratio: float = 1.0
+    mu_ratio: float = 0.5
+    fit_intercept: bool = True
+    normalize: bool = True
+    val_split: float | None = None
+    es_patience: int = 5
+    learning_rate: float | None = None
+    max_epochs: int | None = None
+    batch_size: int | None = None
+    random_state: Any = None
+    prior_scale: float = 1.0
+    num_samples: int = 200
+    uncertainty: bool = False
 
     # ------------------------------------------------------------------ options
     def _check_options(self) -> None:
@@ -188,7 +231,7 @@ class ContextualizedBase(BaseEstimator):
                              f"{self.batch_size!r}.")
         if self.prior_scale is not None and not self.prior_scale > 0:
             raise ValueError(f"`prior_scale` must be > 0; got {self.prior_scale!r}.")
-        unc = getattr(self, "uncertainty", False)
+        unc = self.uncertainty
         if not isinstance(unc, bool | np.bool_):
             raise TypeError(f"`uncertainty` must be True or False; got {unc!r}.")
         if unc:
@@ -202,7 +245,7 @@ class ContextualizedBase(BaseEstimator):
                         f"own; leave `{name}` at {default!r} (got {value!r}).")
 
     def _uncertain(self) -> bool:
-        return bool(getattr(self, "uncertainty", False))
+        return bool(self.uncertainty)
 
     def _metamodel(self) -> Metamodel:
         if self._uncertain():

@@ -6,7 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from ctxppl.estimators._base import PLATE, ContextualizedBase, Scaler, _names, as_2d, same_rows
+from ctxppl.estimators._base import (
+    PLATE,
+    ContextualizedBase,
+    Scaler,
+    _names,
+    as_2d,
+    estimator_options,
+    same_rows,
+)
 from ctxppl.models import (
     BayesianNetwork,
     CorrelationNetwork,
@@ -32,38 +40,6 @@ _NET_OPTIONS = r"""
 
 
 class _NetworkEstimator(ContextualizedBase):
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "mlp", metamodel_type: str = "subtype",
-                 num_archetypes: int = 10, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 prior_scale: float = 1.0, num_samples: int = 200,
-                 uncertainty: bool = False):
-        self.inference = inference
-        self.n_bootstraps = n_bootstraps
-        self.encoder_type = encoder_type
-        self.metamodel_type = metamodel_type
-        self.num_archetypes = num_archetypes
-        self.width = width
-        self.depth = depth
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.mu_ratio = mu_ratio
-        self.fit_intercept = fit_intercept
-        self.normalize = normalize
-        self.val_split = val_split
-        self.es_patience = es_patience
-        self.learning_rate = learning_rate
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.prior_scale = prior_scale
-        self.num_samples = num_samples
-        self.uncertainty = uncertainty
-
     def _common_kwargs(self) -> dict[str, Any]:
         return {"metamodel": self._metamodel(), "fit_intercept": bool(self.fit_intercept),
                 "alpha": float(self.alpha), "l1_ratio": float(self.l1_ratio),
@@ -302,6 +278,7 @@ class ContextualizedMarkovNetworks(_NetworkEstimator):
         return pred if individual_preds else pred.mean(axis=0)
 
 
+@estimator_options
 class ContextualizedBayesianNetworks(_NetworkEstimator):
     __doc__ = r"""Contextualized Bayesian networks (NOTMAD): every sample gets its own linear
     structural equation model on a DAG, mixed from archetype DAGs by its context
@@ -334,33 +311,14 @@ class ContextualizedBayesianNetworks(_NetworkEstimator):
     # by 4x on the benchmark (docs/benchmarks.md).
     _default_steps = 300
 
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "mlp", metamodel_type: str = "subtype",
-                 num_archetypes: int = 16, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 prior_scale: float = 1.0, num_samples: int = 200,
-                 dag_loss: str = "notears", dag_alpha: float = 10.0, dag_rho: float = 10.0,
-                 l1: float = 0.0, archetype_alpha: float = 0.0, archetype_rho: float = 0.0,
-                 archetype_l1: float = 0.0, uncertainty: bool = False):
-        super().__init__(
-            inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
-            metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
-            depth=depth, alpha=alpha, l1_ratio=l1_ratio, mu_ratio=mu_ratio,
-            fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
-            es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
-            batch_size=batch_size, random_state=random_state, prior_scale=prior_scale,
-            num_samples=num_samples, uncertainty=uncertainty)
-        self.dag_loss = dag_loss
-        self.dag_alpha = dag_alpha
-        self.dag_rho = dag_rho
-        self.l1 = l1
-        self.archetype_alpha = archetype_alpha
-        self.archetype_rho = archetype_rho
-        self.archetype_l1 = archetype_l1
+    num_archetypes: int = 16
+    dag_loss: str = "notears"
+    dag_alpha: float = 10.0
+    dag_rho: float = 10.0
+    l1: float = 0.0
+    archetype_alpha: float = 0.0
+    archetype_rho: float = 0.0
+    archetype_l1: float = 0.0
 
     def _build_model(self) -> BayesianNetwork:
         kw = self._common_kwargs()

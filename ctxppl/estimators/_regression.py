@@ -10,7 +10,15 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.multiclass import check_classification_targets
 
-from ctxppl.estimators._base import PLATE, ContextualizedBase, Scaler, _names, as_2d, same_rows
+from ctxppl.estimators._base import (
+    PLATE,
+    ContextualizedBase,
+    Scaler,
+    _names,
+    as_2d,
+    estimator_options,
+    same_rows,
+)
 from ctxppl.models import Classification, Regression, UnivariateRegression
 
 # uncertainty=True: the noise scale never goes below 1% of the standardised outcome's SD
@@ -107,44 +115,14 @@ def _base_offsets(base: Any, C: np.ndarray, X: np.ndarray, kind: str) -> dict[st
     return {"y": f.reshape(C.shape[0], -1)}
 
 
+@estimator_options
 class _LinearEstimator(ContextualizedBase):
     """Shared code of the regressor and classifier."""
 
     _sites = ("beta", "mu")
     _kind = "regression"
 
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "mlp", metamodel_type: str = "subtype",
-                 num_archetypes: int = 10, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200, uncertainty: bool = False):
-        self.inference = inference
-        self.n_bootstraps = n_bootstraps
-        self.encoder_type = encoder_type
-        self.metamodel_type = metamodel_type
-        self.num_archetypes = num_archetypes
-        self.width = width
-        self.depth = depth
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.mu_ratio = mu_ratio
-        self.fit_intercept = fit_intercept
-        self.normalize = normalize
-        self.val_split = val_split
-        self.es_patience = es_patience
-        self.learning_rate = learning_rate
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.base_predictor = base_predictor
-        self.prior_scale = prior_scale
-        self.num_samples = num_samples
-        self.uncertainty = uncertainty
+    base_predictor: Any = None
 
     # -------------------------------------------------------------- data preparation
     def _prepare(self, C: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +243,7 @@ class _LinearEstimator(ContextualizedBase):
         return eta
 
 
+@estimator_options
 class ContextualizedRegressor(_LinearEstimator):
     __doc__ = r"""Contextualized linear regression: every sample gets its own coefficients
     :math:`\beta(c)` and intercept :math:`\mu(c)` from its context.
@@ -296,27 +275,8 @@ class ContextualizedRegressor(_LinearEstimator):
                [-0.5,  2. ]]))
     """
 
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "mlp", metamodel_type: str = "subtype",
-                 num_archetypes: int = 10, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200, link_fn: str = "identity",
-                 univariate: bool = False, uncertainty: bool = False):
-        super().__init__(
-            inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
-            metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
-            depth=depth, alpha=alpha, l1_ratio=l1_ratio, mu_ratio=mu_ratio,
-            fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
-            es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
-            batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
-            prior_scale=prior_scale, num_samples=num_samples, uncertainty=uncertainty)
-        self.link_fn = link_fn
-        self.univariate = univariate
+    link_fn: str = "identity"
+    univariate: bool = False
 
     def _y_center_scale(self) -> tuple[np.ndarray, np.ndarray]:
         return self.y_scaler_.mean, self.y_scaler_.std
@@ -476,6 +436,7 @@ class ContextualizedClassifier(_LinearEstimator):
         return tags
 
 
+@estimator_options
 class ContextualGAMRegressor(ContextualizedRegressor):
     __doc__ = r"""Contextual generalized additive regression: a
     :class:`ContextualizedRegressor` whose encoder is a neural additive model (``"ngam"``),
@@ -487,28 +448,9 @@ class ContextualGAMRegressor(ContextualizedRegressor):
         'ngam'
     """
 
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "ngam", metamodel_type: str = "subtype",
-                 num_archetypes: int = 10, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200, link_fn: str = "identity",
-                 univariate: bool = False, uncertainty: bool = False):
-        super().__init__(
-            inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
-            metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
-            depth=depth, alpha=alpha, l1_ratio=l1_ratio, mu_ratio=mu_ratio,
-            fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
-            es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
-            batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
-            prior_scale=prior_scale, num_samples=num_samples, link_fn=link_fn,
-            univariate=univariate, uncertainty=uncertainty)
+    encoder_type: str = "ngam"
 
-
+@estimator_options
 class ContextualGAMClassifier(ContextualizedClassifier):
     __doc__ = r"""Contextual generalized additive classifier: a
     :class:`ContextualizedClassifier` with a neural additive (``"ngam"``) encoder.
@@ -519,21 +461,4 @@ class ContextualGAMClassifier(ContextualizedClassifier):
         'ngam'
     """
 
-    def __init__(self, *, inference: str = "map", n_bootstraps: int = 1,
-                 encoder_type: str = "ngam", metamodel_type: str = "subtype",
-                 num_archetypes: int = 10, width: int = 25, depth: int = 2,
-                 alpha: float = 0.0, l1_ratio: float = 1.0, mu_ratio: float = 0.5,
-                 fit_intercept: bool = True, normalize: bool = True,
-                 val_split: float | None = None, es_patience: int = 5,
-                 learning_rate: float | None = None, max_epochs: int | None = None,
-                 batch_size: int | None = None, random_state: Any = None,
-                 base_predictor: Any = None, prior_scale: float = 1.0,
-                 num_samples: int = 200, uncertainty: bool = False):
-        super().__init__(
-            inference=inference, n_bootstraps=n_bootstraps, encoder_type=encoder_type,
-            metamodel_type=metamodel_type, num_archetypes=num_archetypes, width=width,
-            depth=depth, alpha=alpha, l1_ratio=l1_ratio, mu_ratio=mu_ratio,
-            fit_intercept=fit_intercept, normalize=normalize, val_split=val_split,
-            es_patience=es_patience, learning_rate=learning_rate, max_epochs=max_epochs,
-            batch_size=batch_size, random_state=random_state, base_predictor=base_predictor,
-            prior_scale=prior_scale, num_samples=num_samples, uncertainty=uncertainty)
+    encoder_type: str = "ngam"
