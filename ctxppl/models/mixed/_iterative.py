@@ -118,7 +118,8 @@ class IterativeHost:
         st: :class:`IterStats`.
         structure: The ``iterative`` structure (every term scalar, one first term).
         reml: REML (True) or ML.
-        probes: Number of Rademacher probes.
+        probes: Number of Rademacher probes (with ``R <= probes`` columns the ``R`` scaled
+            unit vectors instead: exact traces, zero standard errors).
         seed: Seed of the probes (drawn once: every evaluation uses the same ones).
         tol: Relative residual of the solves.
         probe_tol: Relative residual at which the probes' CG (and Lanczos) stops.
@@ -138,8 +139,14 @@ class IterativeHost:
         self.WT = st.W.T.tocsr()
         self.Wsq = st.W.multiply(st.W).tocsr()
         self.Cdiag = st.C.diagonal()
-        rng = np.random.default_rng(seed)
-        self.Z = rng.choice(np.array([-1.0, 1.0]), size=(self.R, probes))
+        # no more columns than probes: the scaled unit vectors sqrt(R) e_r make every trace
+        # below exact (their mean is the trace itself), so nothing is estimated
+        self.exact = self.R <= probes
+        if self.exact:
+            self.Z = np.sqrt(self.R) * np.eye(self.R)
+        else:
+            rng = np.random.default_rng(seed)
+            self.Z = rng.choice(np.array([-1.0, 1.0]), size=(self.R, probes))
         self.iterations = 0
 
     def _theta(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -248,7 +255,7 @@ class IterativeHost:
         Xz = Xs[:, p + 1:]  # S~^-1 z
         q = R * _slq(alpha[:, p + 1:], beta[:, p + 1:], steps[p + 1:])
         ld = float(np.sum(np.log(1.0 / Ainv))) + float(np.sum(np.log(P))) + float(q.mean())
-        se = float(q.std(ddof=1) / np.sqrt(m))
+        se = 0.0 if self.exact else float(q.std(ddof=1) / np.sqrt(m))
         LY2 = dv[:, None] * Y2
         WtLY2 = WT @ LY2
         Y1 = Ainv[:, None] * (U1 - th1 * WtLY2)
@@ -275,13 +282,14 @@ class IterativeHost:
         k1 = 1.0 + float(t1.mean())
         out["cv1"] = (th1 * th1 * (Ainv + Ainv * Ainv * th1 * th1 * Nj * k1))[:, None, None]
         zx = zs * xs
-        cv2, rel = [], [float(t1.std(ddof=1) / np.sqrt(m) / k1)]
+        mc = 0.0 if self.exact else 1.0 / np.sqrt(m)  # MC SE = sample SD * mc
+        cv2, rel = [], [float(np.std(t1, ddof=min(1, m - 1)) * mc / k1)]
         for k in range(len(self.rest)):
             on = self.col_term == k
             tk = zx[on].sum(0) / np.sum(1.0 / P[on])  # per probe
             kk = float(tk.mean())
             cv2.append((dv[on] ** 2 * kk / P[on])[:, None, None])
-            rel.append(float(tk.std(ddof=1) / np.sqrt(m) / kk))
+            rel.append(float(np.std(tk, ddof=min(1, m - 1)) * mc / kk))
         out["cv2"] = cv2
         out["cv_scale_se"] = np.array(rel)  # relative MC SE of each term's scale factor
         if not grad:
@@ -306,7 +314,9 @@ class IterativeHost:
         G[self.i1] = 2.0 * (T1_1 - T2_1)
         G[list(self.rest)] = 2.0 * (T12 - T22[:, None])
         out["grad"] = G.mean(1)
-        out["grad_cov"] = np.atleast_2d(np.cov(G)) / m  # the probes are shared by all entries
+        # the probes are shared by all entries, hence a covariance
+        out["grad_cov"] = (np.zeros((G.shape[0],) * 2) if self.exact else
+                           np.atleast_2d(np.cov(G)) / m)
         out["grad_se"] = np.sqrt(np.diag(out["grad_cov"]))
         return out
 
@@ -362,4 +372,5 @@ def fit_iterative(st: IterStats, theta0: np.ndarray, structure: Any, reml: bool,
             "deviance": fin["dev"] * n, "deviance_se": fin["se"], "grad": cur["grad"],
             "grad_se": fin["grad_se"], "grad_cov": fin["grad_cov"], "condvar_rel_se": cv_se,
             "num_iter": it, "status": status,
-            "cg_iterations": host.iterations, "probes": probes}
+            "cg_iterations": host.iterations, "probes": host.Z.shape[1],
+            "exact": host.exact}

@@ -334,7 +334,10 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
                            "REML" if reml else "ML", dev, None if reml else -0.5 * dev, theta,
                            int(out["num_iter"]), ok, msg,
                            singular=_singular_terms(design, lams), layout=structure.mode)
-    if structure.mode == "iterative":
+    if structure.mode == "iterative" and out["exact"]:
+        est.message += ("; solver 'iterative' with exact traces (no more columns after the "
+                        "largest factor than probes)")
+    elif structure.mode == "iterative":
         est.deviance_se = float(out["deviance_se"])
         est.theta_se = np.asarray(out["theta_se"], float)
         est.probes = int(out["probes"])
