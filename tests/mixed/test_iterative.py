@@ -238,3 +238,16 @@ def test_few_columns_give_exact_traces():
     assert b.deviance == pytest.approx(a.deviance, rel=1e-10)
     np.testing.assert_allclose(b.random_effects["sd"], a.random_effects["sd"], rtol=1e-5)
     np.testing.assert_allclose(b.params, a.params, rtol=1e-7)
+
+
+def test_auto_falls_back_to_iterative_beyond_the_pair_limit(monkeypatch):
+    """Too many products of columns sharing a first-factor group for the blocked Cholesky:
+    "auto" fits by the iterative solver (scalar terms), "direct" raises naming it."""
+    from ctxppl.models.mixed import _schur
+
+    df = three_factor(300, 60, 10, 6)
+    monkeypatch.setattr(_schur, "PAIR_LIMIT", 100)
+    res = ctx.mixed(FORMULA, df)
+    assert res.diagnostics["layout"] == "iterative" and res.diagnostics["stochastic"]
+    with pytest.raises(NotImplementedError, match="solver='iterative'"):
+        ctx.mixed(FORMULA, df, solver="direct")

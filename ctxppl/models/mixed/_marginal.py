@@ -106,7 +106,9 @@ def choose_structure(design: Design, layout: str | None = None) -> Structure:
     * several, gaussian: ``schur`` (blocked Cholesky, dense only over the columns after the
       largest factor) while those columns number at most :data:`SCHUR_LIMIT`; beyond it
       ``iterative`` (conjugate gradients and stochastic log-determinants over the sparse
-      blocks, nothing dense; every term scalar, e.g. ``(1 | g)``);
+      blocks, nothing dense; every term scalar, e.g. ``(1 | g)``) -- also, when chosen
+      automatically, where the blocked Cholesky's pairs exceed ``PAIR_LIMIT`` (found while
+      computing its statistics);
     * several, other families: ``dense`` while ``sum(G_k q_k) <=`` :data:`DENSE_LIMIT`.
     """
     groups = {b.factor.name for b in design.blocks}
@@ -214,6 +216,7 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
     ``layout`` forces the random-effect layout (see :func:`choose_structure`).
     """
     t0 = time.perf_counter()
+    auto = layout in (None, "auto")
     structure = choose_structure(design, layout)
     Xc, cnames, _ = context_columns(design)
     X = np.concatenate([design.X, Xc], 1) if Xc.shape[1] else design.X
@@ -241,7 +244,7 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
     timing: dict[str, float] = {}
     if design.family.name == "gaussian":
         est = _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter,
-                         timing)
+                         auto, timing)
     else:
         if reml:
             raise ValueError("`reml=True` applies to family='gaussian' only; GLMMs maximise the "
@@ -249,7 +252,7 @@ def fit_marginal(design: Design, *, reml: bool, max_iter: int = 100,
         est = _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timing)
     est.x_names = tuple(names)
     est.n_context = len(cnames)
-    est.layout = structure.mode
+    est.layout = est.layout or structure.mode
     timing["total"] = time.perf_counter() - t0
     est.seconds = timing
     return est
@@ -267,7 +270,7 @@ def _status(status: int, grad: np.ndarray) -> tuple[bool, str]:
                 f"line search failed with max |gradient| {gmax:.2e}")
 
 
-def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter, timing):  # noqa: ANN001, ANN202
+def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter, auto, timing):  # noqa: ANN001, ANN202
     t = time.perf_counter()
     y = design.y - off
     has_int = design.intercept_column() is not None
@@ -283,9 +286,16 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
         st = sufficient_stats("block", Z, cols, X, yc, w, G_pad, Z.shape[1])
         run_structure = structure._replace(sizes=tuple((G_pad, q) for _, q in structure.sizes))
     elif structure.mode in ("schur", "iterative"):
-        stats = schur_stats if structure.mode == "schur" else iterative_stats
-        st = stats([(b.Z, b.factor.codes, b.factor.size) for b in design.blocks],
-                   structure.first, X, yc, w)
+        blocks = [(b.Z, b.factor.codes, b.factor.size) for b in design.blocks]
+        try:
+            stats = schur_stats if structure.mode == "schur" else iterative_stats
+            st = stats(blocks, structure.first, X, yc, w)
+        except NotImplementedError:  # too many pairs for the blocked Cholesky (PAIR_LIMIT)
+            if not (auto and structure.mode == "schur"
+                    and all(q == 1 for _, q in structure.sizes)):
+                raise
+            structure = structure._replace(mode="iterative")  # "auto": nothing dense
+            st = iterative_stats(blocks, structure.first, X, yc, w)
         run_structure = structure
     else:
         st = sufficient_stats("dense", Z, cols, X, yc, w, Q, 1)
