@@ -212,8 +212,9 @@ def test_gam_regressor_round_trips(tmp_path):
                 tmp_path)
 
 
+# a network's Gaussian-process program compiles for ~25-90 s on 2 cores: make test-slow
 @pytest.mark.parametrize("cls", [
-    ContextualizedMarkovNetworks,
+    pytest.param(ContextualizedMarkovNetworks, marks=pytest.mark.slow),
     pytest.param(ContextualizedCorrelationNetworks, marks=pytest.mark.slow),
     pytest.param(ContextualizedBayesianNetworks, marks=pytest.mark.slow),
 ], ids=["markov", "correlation", "bayesian"])
