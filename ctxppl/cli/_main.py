@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="reproduce the 'Death to Cluster Models' tutorial")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="demo_out", help="folder for effects.png")
-    demo.add_argument("--no-nuts", action="store_true", help="skip the (slower) NUTS row")
+    demo.add_argument("--no-calibrated", action="store_true",
+                      help="skip the calibrated-uncertainty row (HSGP encoder, marginal)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     fit = sub.add_parser(
@@ -226,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from ctxppl.cli._demo import run_demo
 
-        run_demo(seed=args.seed, out=args.out, progress=not args.quiet, nuts=not args.no_nuts)
+        run_demo(seed=args.seed, out=args.out, progress=not args.quiet,
+                 calibrated=not args.no_calibrated)
         return EXIT_OK
     if args.command == "launch":
         from ctxppl.cli._launch import run_launch
