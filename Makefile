@@ -70,6 +70,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/many_models.py
 	$(PY) bench/sbc.py
 	$(PY) bench/null_pvalues.py
+	$(PY) bench/calibration.py
 	$(MAKE) test-slow
 
 clean:

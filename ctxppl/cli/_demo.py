@@ -129,8 +129,13 @@ def _calibrated_row(d: ClusterTutorialData, key: Any, progress: bool) -> tuple[d
     from ctxppl.datasets._cluster_tutorial import _effects
 
     fit = fit_seed_calibrated(d, key, progress=progress)
-    draws = np.asarray(fit.predict(d.C_test, d.X_test, return_sites=["w"])["w"])
-    obs = np.asarray(fit.predict(d.C_train, d.X_train, return_sites=["w"])["w"])
+    t, C_line = context_line(d)
+    # one prediction (one compiled shape) for unobserved, observed and line contexts
+    C = np.concatenate([d.C_test, d.C_train, C_line])
+    X = np.concatenate([d.X_test, d.X_train, np.zeros_like(C_line)])
+    w = np.asarray(fit.predict(C, X, return_sites=["w"])["w"])
+    n_u, n_o = len(d.C_test), len(d.C_train)
+    draws, obs, w_line = w[:, :n_u], w[:, n_u:n_u + n_o], w[:, n_u + n_o:]
     cov_u, width_u = _coverage(draws, d.W_test)
     cov_o, width_o = _coverage(obs, d.W_train)
     diag = fit.diagnostics
@@ -141,8 +146,6 @@ def _calibrated_row(d: ClusterTutorialData, key: Any, progress: bool) -> tuple[d
     row = _row("ctxppl calibrated (HSGP, marginal)", draws.mean(0), d, diag["seconds"], note)
     row.update(coverage_unobserved=cov_u, coverage_observed=cov_o, width_unobserved=width_u,
                width_observed=width_o)
-    t, C_line = context_line(d)
-    w_line = np.asarray(fit.predict(C_line, np.zeros_like(C_line), return_sites=["w"])["w"])
     lo, hi = np.quantile(w_line, [0.05, 0.95], axis=0)
     line = {"t": t, "mean": w_line.mean(0), "lo": lo, "hi": hi,
             "true": _effects(np.stack([t, -t], axis=1))}
