@@ -58,7 +58,8 @@ class DaskRandomEffects:
     Examples:
         >>> import numpy as np, ctxppl as ctx
         >>> from distributed import Client, LocalCluster
-        >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cl, \
+        >>> with LocalCluster(n_workers=1, processes=False,
+        ...                   dashboard_address="127.0.0.1:0") as cl, \
         ...         Client(cl) as client:
         ...     dre = ctx.online.DaskRandomEffects(
         ...         client, ctx.online.RandomEffects(ctx.online.ridge(1.0), 1))

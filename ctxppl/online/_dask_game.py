@@ -53,6 +53,9 @@ class DaskGAME:
         num_shards: Shards per entity type (default: one per worker).
         threads: Threads each shard uses (default 1).
         backup: Keep a second copy of every shard on another worker (needs two workers).
+        timeout: Seconds a batch may take on the cluster (``None``: no bound). A worker
+            that is alive but never finishes then raises ``TimeoutError`` with nothing
+            applied, instead of waiting forever (a worker that dies is retried at once).
 
     Attributes:
         step: Last step applied.
@@ -66,7 +69,8 @@ class DaskGAME:
         ...      "item": ctx.online.RandomEffects(ctx.online.ridge(1.0), 1)}, fixed=None)
         >>> ids = {"user": [1, 1, 2, 2], "item": ["a", "b", "a", "b"]}
         >>> y, X = np.array([1.0, 0.0, 2.0, 1.0]), np.ones((4, 1))
-        >>> with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cl, \
+        >>> with LocalCluster(n_workers=2, processes=False,
+        ...                   dashboard_address="127.0.0.1:0") as cl, \
         ...         Client(cl) as client:
         ...     dg = ctx.online.DaskGAME(client, game)
         ...     _ = dg.partial_fit(y, ids=ids, X=X)
@@ -77,7 +81,7 @@ class DaskGAME:
     """
 
     def __init__(self, client: Any, game: GAME, *, num_shards: int | None = None,
-                 threads: int = 1, backup: bool = True):
+                 threads: int = 1, backup: bool = True, timeout: float | None = None):
         if not isinstance(game, GAME):
             raise TypeError(f"`game` must be a ctx.online.GAME; got {type(game).__name__}.")
         workers = client.scheduler_info()["workers"]
@@ -87,6 +91,10 @@ class DaskGAME:
         self._game = game  # inputs, fixed effect and family; its tables are not updated
         self.types = game.types
         self.passes = game.passes if len(game.types) > 1 else 1
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"`timeout` must be a positive number of seconds or None; got "
+                             f"{timeout!r}.")
+        self.timeout = timeout
         self.num_shards = int(num_shards or len(workers))
         if self.num_shards < 1:
             raise ValueError(f"`num_shards` must be positive; got {num_shards}.")
@@ -166,7 +174,8 @@ class DaskGAME:
             futures = [f for t in self.types for f in (*props[t].values(), *reports[t])]
             futures += [f for cs in new for c in cs.values() for f in c[:2]]
             await_all(self.client, futures, set().union(*(s.workers
-                                                          for s in self.tables.values())))
+                                                          for s in self.tables.values())),
+                      timeout=self.timeout)
             return new, gather(self.client, reports)
 
         reports, retries = run_transaction([self.tables[t] for t in self.types], attempt)

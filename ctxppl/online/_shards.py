@@ -108,14 +108,26 @@ def _lost(exc: BaseException) -> bool:
                       FuturesCancelledError | ConnectionError | OSError)
 
 
-def await_all(client: Any, futures: list, workers: set[str], poll: float = 0.5) -> None:
+def await_all(client: Any, futures: list, workers: set[str], poll: float = 0.5,
+              timeout: float | None = None) -> None:
     """Wait for ``futures``; raise :class:`WorkerLost` as soon as one of ``workers`` left
     the cluster (tasks pinned to it would wait forever) or a result was lost, and the
-    worker's own exception for a failed task (e.g. an ``UpdateError``)."""
+    worker's own exception for a failed task (e.g. an ``UpdateError``). ``timeout``
+    (seconds) bounds the wait for workers that are alive but never finish: then
+    :class:`TimeoutError` (nothing is installed by the caller)."""
+    import time
+
     from distributed import wait
 
     pending = [f for f in futures if f is not None]
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            late = sum(f.status == "pending" for f in pending)
+            raise TimeoutError(
+                f"`timeout`: the batch did not finish within {timeout} s ({late} of "
+                f"{len(pending)} Dask tasks still pending on workers that are alive); nothing "
+                "was applied. Raise `timeout` for large batches, or look for a stuck worker.")
         try:
             wait(pending, timeout=poll)
             break
@@ -164,7 +176,8 @@ class ShardSet:
         >>> import numpy as np, ctxppl as ctx
         >>> from distributed import Client, LocalCluster
         >>> from ctxppl.online._shards import ShardSet
-        >>> with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cl, \\
+        >>> with LocalCluster(n_workers=2, processes=False,
+        ...                   dashboard_address="127.0.0.1:0") as cl, \\
         ...         Client(cl) as client:
         ...     s = ShardSet(client, ctx.online.RandomEffects(ctx.online.ridge(), 1), 4)
         ...     len(s.copies), len({c.workers for c in s.copies})

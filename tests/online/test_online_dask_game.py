@@ -20,7 +20,7 @@ def client():
     # float64 tables compute in float64 only with JAX's x64 mode: on in the workers (also
     # when a nanny restarts one) and, through jax.enable_x64, for the in-process reference
     cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None,
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                        env={"JAX_ENABLE_X64": "1"})
     cl = distributed.Client(cluster)
     yield cl
@@ -128,3 +128,48 @@ def test_worker_killed_mid_batch_loses_nothing(client):
             assert dgame.recoveries == 1  # the batch ran again, from the pre-batch states
     check_equal(local, dgame, 1e-6)
     client.wait_for_workers(3, timeout=120)  # the nanny restarted it, for the next tests
+
+
+def _stall_next_commit():  # run on one worker by client.run: alive, but stuck until released
+    import threading
+
+    from ctxppl.online._effects import RandomEffects
+
+    real = RandomEffects.commit
+    RandomEffects.released = threading.Event()
+
+    def commit(self, proposal):
+        RandomEffects.commit = real
+        RandomEffects.released.wait(120)  # bounded, should the test fail before releasing
+        return real(self, proposal)
+
+    RandomEffects.commit = commit
+
+
+def _release():  # client.run runs it on the worker's event loop, not its busy task thread
+    from ctxppl.online._effects import RandomEffects
+
+    RandomEffects.released.set()
+
+
+def test_stuck_worker_times_out_with_nothing_applied(client):
+    rng = np.random.default_rng(2)
+    local, game = make_game(np.float64), make_game(np.float64)
+    with pytest.raises(ValueError, match=r"`timeout` must be a positive number.*got 0"):
+        ctx.online.DaskGAME(client, make_game(np.float64), timeout=0)
+    dgame = ctx.online.DaskGAME(client, game, timeout=120)
+    (y, ids, x, z), (y2, ids2, x2, z2) = batches(rng, k=2)
+    with jax.enable_x64(True):
+        local.partial_fit(y, ids=ids, X=x, fixed_args=(z,), step=0)
+        local.partial_fit(y2, ids=ids2, X=x2, fixed_args=(z2,), step=1)
+    dgame.partial_fit(y, ids=ids, X=x, fixed_args=(z,), step=0)
+    victim = dgame.tables["item"].copies[0].workers[0]
+    client.run(_stall_next_commit, workers=[victim])
+    dgame.timeout = 15  # a batch takes a few seconds here, even on a loaded machine
+    with pytest.raises(TimeoutError, match=r"`timeout`: the batch did not finish within 15 s"):
+        dgame.partial_fit(y2, ids=ids2, X=x2, fixed_args=(z2,), step=1)
+    assert dgame.step == 0 and dgame.recoveries == 0  # nothing applied
+    client.run(_release, workers=[victim])
+    dgame.timeout = 120
+    dgame.partial_fit(y2, ids=ids2, X=x2, fixed_args=(z2,), step=1)
+    check_equal(local, dgame, 1e-6)  # the timed-out attempt left no trace
