@@ -126,7 +126,7 @@ class IterativeHost:
     """
 
     def __init__(self, st: IterStats, structure: Any, reml: bool, probes: int = PROBES,
-                 seed: int = 0, tol: float = 1e-10, probe_tol: float = 1e-6) -> None:
+                 seed: int = 0, tol: float = 1e-10, probe_tol: float = 1e-5) -> None:
         self.st, self.reml, self.tol, self.probe_tol = st, reml, tol, probe_tol
         self.sizes = structure.sizes
         self.first = tuple(structure.first)
@@ -148,12 +148,6 @@ class IterativeHost:
             rng = np.random.default_rng(seed)
             self.Z = rng.choice(np.array([-1.0, 1.0]), size=(self.R, probes))
         self.iterations = 0
-        # the probes' solves (64 columns, to 1e-5) run in float32: half the memory traffic of
-        # the sparse products, rounding far below the Monte Carlo error; float64 where the
-        # traces are exact or float32 CG does not converge
-        self.C32, self.W32 = st.C.astype(np.float32), st.W.astype(np.float32)
-        self.WT32 = self.WT.astype(np.float32)
-        self.Z32 = self.Z.astype(np.float32)
 
     def _theta(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         th = np.asarray(theta, float)
@@ -228,25 +222,6 @@ class IterativeHost:
             out[j:j + chunk] = X[r, np.arange(len(r))] / P[r]
         return out
 
-    def _probe_solves(self, matvec: Any, scale: np.ndarray, ps: np.ndarray, K: np.ndarray,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """CG on the probes (float32 unless exact; float64 if that does not converge)."""
-        tols = np.full(self.Z.shape[1], self.probe_tol)
-        if not self.exact:
-            f32 = np.float32
-            sc, p2, K32 = scale.astype(f32), (ps * ps).astype(f32), K.astype(f32)
-
-            def matvec32(V: np.ndarray) -> np.ndarray:
-                U = sc[:, None] * V
-                return sc[:, None] * (self.C32 @ U - self.W32 @ (K32[:, None] * (self.WT32 @ U))
-                                      ) + p2[:, None] * V
-            try:
-                X, a, b, k = self._cg(matvec32, self.Z32, tols, max_iter=300)
-                return X.astype(float), a, b, k
-            except FloatingPointError:
-                pass
-        return self._cg(matvec, self.Z, tols)
-
     def evaluate(self, theta: np.ndarray, grad: bool = True,
                  effects: bool = False) -> dict[str, Any]:
         """Estimated deviance (and gradient, and exact estimates given ``theta``); ``se``:
@@ -274,9 +249,11 @@ class IterativeHost:
         t = W @ (K[:, None] * st.Zy1)
         rhs = ps[:, None] * (U2 - dv[:, None] * t)
         m = self.Z.shape[1]
-        Y2 = ps[:, None] * self._cg(matvec, rhs, np.full(p + 1, self.tol))[0]
-        Xz, alpha, beta, steps = self._probe_solves(matvec, scale, ps, K)  # S~^-1 z
-        q = R * _slq(alpha, beta, steps)
+        tols = np.r_[np.full(p + 1, self.tol), np.full(m, self.probe_tol)]
+        Xs, alpha, beta, steps = self._cg(matvec, np.concatenate([rhs, self.Z], 1), tols)
+        Y2 = ps[:, None] * Xs[:, :p + 1]
+        Xz = Xs[:, p + 1:]  # S~^-1 z
+        q = R * _slq(alpha[:, p + 1:], beta[:, p + 1:], steps[p + 1:])
         ld = float(np.sum(np.log(1.0 / Ainv))) + float(np.sum(np.log(P))) + float(q.mean())
         se = 0.0 if self.exact else float(q.std(ddof=1) / np.sqrt(m))
         LY2 = dv[:, None] * Y2
