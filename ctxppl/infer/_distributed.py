@@ -84,7 +84,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     ``collective_timeout`` also bounds a collective whose peer is alive but never arrives
     (a stuck process), on CPU. Finally every process must hash strings alike (the same
     ``PYTHONHASHSEED``): it is checked here, since programs traced by code that iterates
-    over sets would otherwise differ between processes and deadlock.
+    over sets would otherwise differ between processes and deadlock. JAX's persistent
+    compilation cache (which ``import ctxppl`` turns on) is turned off for a multi-process
+    run: on CPU, programs loaded from it hung in their first cross-process collective.
 
     Args:
         coordinator_address: ``host:port`` of process 0's coordination service.
@@ -142,6 +144,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             "127.0.0.1", "localhost", "[::1]"):
         kwargs["coordinator_bind_address"] = coordinator_address.replace("localhost",
                                                                          "127.0.0.1")
+    # no persistent compilation cache in a multi-process run: on CPU (gloo, jax 0.12) a
+    # program loaded from it hung in its first collective (4 of 4 runs of a repro, 0 of 2
+    # without)
+    jax.config.update("jax_enable_compilation_cache", False)
     try:  # before the CPU backend exists; later it is too late and harmless to skip
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - an old jax without the option has gloo by default

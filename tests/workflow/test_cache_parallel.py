@@ -92,7 +92,7 @@ def test_dask_local_cluster_matches_serial(tmp_path):
     # one in-process worker talking TCP over loopback: tasks and results are serialised
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   protocol="tcp", host="127.0.0.1",
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
         par = ctx.workflow.run(m.normal_factory, grid, splits, DATA, scoring=scoring,
                                backend="dask", client=client, cache=tmp_path, progress=False,
