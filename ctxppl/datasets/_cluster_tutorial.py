@@ -166,7 +166,7 @@ def calibrated_tutorial_model(domain: Any, num_basis: int = 6, noise: float = 0.
     :class:`ctxppl.nn.HSGP` (``num_basis`` per context feature, squared-exponential kernel)
     with its own priors; fit it with ``ctx.fit(..., method="marginal")`` (or
     :func:`fit_seed_calibrated`). The tutorial's responses carry no noise, so the noise scale
-    is fixed (a jitter of 2% of the response's SD): a latent one collapses towards 0, where
+    is fixed (the observed responses' SD is 0.41): a latent one collapses towards 0, where
     the marginal likelihood keeps rising and its optimiser stalls (docs/uncertainty.md).
 
     Args:
@@ -182,7 +182,13 @@ def calibrated_tutorial_model(domain: Any, num_basis: int = 6, noise: float = 0.
         >>> callable(model)
         True
     """
-    domain = np.asarray(domain)
+    if not (isinstance(noise, int | float) and np.isfinite(noise) and noise > 0):
+        raise ValueError(f"`noise` must be a positive number; got {noise!r}.")
+    domain = np.asarray(domain, dtype=float)
+    if domain.ndim != 2:
+        raise ValueError(f"`domain` must be the (n, c_dim) training contexts; got shape "
+                         f"{domain.shape}.")
+    ctx.nn.HSGP(domain.shape[1], 1, num_basis=num_basis, domain=domain)  # checks both now
 
     def model(C, X, Y=None):  # noqa: ANN001, ANN202
         gp = ctx.nn.HSGP(C.shape[-1], X.shape[-1], num_basis=num_basis, domain=domain)

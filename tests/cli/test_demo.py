@@ -6,9 +6,10 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 import ctxppl.cli._demo as demo
-from ctxppl.datasets import cluster_tutorial
+from ctxppl.datasets import calibrated_tutorial_model, cluster_tutorial
 
 
 def test_demo_reproduces_the_tutorial(tmp_path):
@@ -44,3 +45,14 @@ def test_demo_calibrated_row(tmp_path):
     demo.plot_effects([row], d, str(tmp_path / "effects.png"), line=line)
     assert os.path.getsize(tmp_path / "effects.png") > 10_000
     assert np.isfinite(row["w_test"]).all()
+
+
+def test_calibrated_tutorial_model_checks_its_arguments():
+    C = cluster_tutorial(seed=0).C_train
+    with pytest.raises(ValueError, match="`noise` must be a positive number; got 0"):
+        calibrated_tutorial_model(C, noise=0)
+    with pytest.raises(ValueError, match="`num_basis` must be an int >= 2; got 1"):
+        calibrated_tutorial_model(C, num_basis=1)
+    with pytest.raises(ValueError, match=r"`domain` must be the \(n, c_dim\) training "
+                                         r"contexts; got shape \(221,\)"):
+        calibrated_tutorial_model(C[:, 0])
