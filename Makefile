@@ -71,6 +71,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/sbc.py
 	$(PY) bench/null_pvalues.py
 	$(PY) bench/calibration.py
+	$(PY) bench/distributed.py
 	$(MAKE) test-slow
 
 clean:
