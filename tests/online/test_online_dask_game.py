@@ -13,6 +13,7 @@ from ctxppl.online import UpdateError
 distributed = pytest.importorskip("distributed")
 
 D = 2
+TIMEOUT = 120  # seconds a batch may take: every test stops by itself, even if a worker hangs
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def check_equal(local, dgame, tol):
 def test_dask_game_equals_in_process_game(client, dtype, tol):
     rng = np.random.default_rng(0)
     local, game = make_game(dtype), make_game(dtype)
-    dgame = ctx.online.DaskGAME(client, game)
+    dgame = ctx.online.DaskGAME(client, game, timeout=TIMEOUT)
     assert dgame.num_shards == 3
     for step, (y, ids, x, z) in enumerate(batches(rng)):
         with jax.enable_x64(True):
@@ -89,7 +90,7 @@ def test_dask_game_equals_in_process_game(client, dtype, tol):
     # a solve that fails on a worker: its error names the entity, nothing changes anywhere
     y, ids, x, z = batches(rng, 1)[0]
     before = dgame.gather()
-    strict = ctx.online.DaskGAME(client, make_game(dtype, max_iter=1))
+    strict = ctx.online.DaskGAME(client, make_game(dtype, max_iter=1), timeout=TIMEOUT)
     with pytest.raises(UpdateError, match="entity .*did not converge"):
         strict.partial_fit(y, ids=ids, X=x, fixed_args=(z,), step=0)
     assert len(strict.gather().effects["user"]) == 0 and strict.step == -1
@@ -114,7 +115,7 @@ def _die_at_next_commit():  # run on one worker by client.run
 def test_worker_killed_mid_batch_loses_nothing(client):
     rng = np.random.default_rng(1)
     local, game = make_game(np.float64), make_game(np.float64)
-    dgame = ctx.online.DaskGAME(client, game)
+    dgame = ctx.online.DaskGAME(client, game, timeout=TIMEOUT)
     data = batches(rng, k=3)
     for step, (y, ids, x, z) in enumerate(data):
         with jax.enable_x64(True):
