@@ -49,7 +49,7 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import eigh_tridiagonal
 
-from ctxppl.models.mixed._schur import profiled_deviance
+from ctxppl.models.mixed._schur import profile_gradient_weights, profiled_deviance
 
 __all__ = ["IterStats", "iterative_stats", "IterativeHost", "fit_iterative", "PROBES"]
 
@@ -295,10 +295,7 @@ class IterativeHost:
         out["cv_scale_se"] = np.array(rel)  # relative MC SE of each term's scale factor
         if not grad:
             return out
-        Pinv = np.linalg.inv(Pm)
-        mm = Pinv[:, p]
-        Fbar = (Pinv + (n - p - 1) * r2 * np.outer(mm, mm)) if self.reml else \
-            n * r2 * np.outer(mm, mm)
+        Fbar = profile_gradient_weights(Pm, p, n, r2, self.reml)
         LY1 = th1 * Y1
         ZR1 = st.Zy1 - st.n1[:, None] * LY1 - WtLY2
         ZR2 = st.Zy2 - W @ LY1 - C @ LY2

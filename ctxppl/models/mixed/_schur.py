@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["SchurStats", "schur_stats", "schur_order", "profiled_deviance", "PAIR_LIMIT"]
+__all__ = ["SchurStats", "schur_stats", "schur_order", "profiled_deviance",
+           "profile_gradient_weights", "PAIR_LIMIT"]
 
 PAIR_LIMIT = 25_000_000  # pairs of nonzeros of W sharing a first-factor group (~40 bytes each)
 
@@ -95,6 +96,25 @@ def profiled_deviance(P: np.ndarray, p: int, n: float, logdet: float,
     else:
         dev = logdet + n * (1.0 + np.log(2 * np.pi * r2 / n))
     return {"dev": dev, "beta": beta, "r2": r2, "Pxx": Pxx}
+
+
+def profile_gradient_weights(P: np.ndarray, p: int, n: float, r2: float,
+                             reml: bool) -> np.ndarray:
+    r"""The weights :math:`\bar F = P^{-1} + (n-p-1)\,r^2 m m^T` (REML) or
+    :math:`n\,r^2 m m^T` (ML), :math:`m = P^{-1} e_y`, with which every host engine contracts
+    its residual cross-products into the gradient of the profiled deviance.
+
+    Examples:
+        >>> import numpy as np
+        >>> P = np.array([[4.0, 2.0], [2.0, 5.0]])
+        >>> profile_gradient_weights(P, 1, 4.0, 4.0, reml=False).shape
+        (2, 2)
+    """
+    Pinv = np.linalg.inv(P)
+    m = Pinv[:, p]
+    if reml:
+        return Pinv + (n - p - 1) * r2 * np.outer(m, m)
+    return n * r2 * np.outer(m, m)
 
 
 def schur_order(sizes: list[tuple[str, int, int]]) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 
-from ctxppl.models.mixed._schur import SchurStats, profiled_deviance
+from ctxppl.models.mixed._schur import SchurStats, profile_gradient_weights, profiled_deviance
 
 __all__ = ["SchurHost", "lambda_index"]
 
@@ -220,10 +220,7 @@ class SchurHost:
         if not grad:
             return out
         # ---- gradient: Gamma = 2 Z'WZ Lam A^{-1} - 2 Z'W Res Fbar Y^T, diagonal blocks
-        Pinv = np.linalg.inv(P)
-        m = Pinv[:, p]
-        Fbar = (Pinv + (n - p - 1) * r2 * np.outer(m, m)) if self.reml else \
-            n * r2 * np.outer(m, m)
+        Fbar = profile_gradient_weights(P, p, n, r2, self.reml)
         # Z'W Res = Z'W Xy - Z'W Z Lam Y
         LY1 = np.einsum("ab,gbc->gac", lam1, Y1)  # Lam1 Y1
         WLY1 = np.stack([np.bincount(st.ent_r, np.einsum("ea,ea->e", st.ent_v,

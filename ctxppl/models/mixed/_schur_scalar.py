@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import lapack
 
-from ctxppl.models.mixed._schur import SchurStats, profiled_deviance
+from ctxppl.models.mixed._schur import SchurStats, profile_gradient_weights, profiled_deviance
 
 __all__ = ["ScalarSchurHost", "all_scalar"]
 
@@ -134,10 +134,7 @@ class ScalarSchurHost:
         out["cv2"] = [cv2[self.col_term == k][:, None, None] for k in range(len(self.rest))]
         if not grad:
             return out
-        Pinv = np.linalg.inv(P)
-        m = Pinv[:, p]
-        Fbar = (Pinv + (n - p - 1) * r2 * np.outer(m, m)) if self.reml else \
-            n * r2 * np.outer(m, m)
+        Fbar = profile_gradient_weights(P, p, n, r2, self.reml)
         LY1 = th1 * Y1
         ZR1 = self.Zy1 - self.n1[:, None] * LY1 - WtLY2
         ZR2 = self.st.ZtXy2 - self.W @ LY1 - self.st.C @ LY2
