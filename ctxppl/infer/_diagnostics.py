@@ -55,6 +55,16 @@ def _rank_normalize(x: np.ndarray) -> np.ndarray:
     return z.reshape(x.shape)
 
 
+def _on_split_ranks(stat: Any, x: Any, what: str) -> np.ndarray:
+    """``stat`` of the rank-normalised split chains of draws ``x`` ``(chains, draws, ...)``."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or x.shape[1] < 4:
+        raise ValueError(f"{what} needs draws of shape (chains, draws >= 4, ...); got "
+                         f"shape {x.shape}.")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(stat(_rank_normalize(_split(x))))
+
+
 def split_rhat(x: Any) -> np.ndarray:
     r"""Rank-normalised split R-hat ("bulk" R-hat) of draws ``x``, shape ``(chains, draws, ...)``.
 
@@ -75,14 +85,9 @@ def split_rhat(x: Any) -> np.ndarray:
         >>> bool(split_rhat(stuck) > 1.5)
         True
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or x.shape[1] < 4:
-        raise ValueError(f"split R-hat needs draws of shape (chains, draws >= 4, ...); got "
-                         f"shape {x.shape}.")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        from numpyro.diagnostics import gelman_rubin  # lazily: it imports scipy.fft
+    from numpyro.diagnostics import gelman_rubin  # lazily: it imports scipy.fft
 
-        return np.asarray(gelman_rubin(_rank_normalize(_split(x))))
+    return _on_split_ranks(gelman_rubin, x, "split R-hat")
 
 
 def bulk_ess(x: Any) -> np.ndarray:
@@ -95,14 +100,9 @@ def bulk_ess(x: Any) -> np.ndarray:
         >>> bool(800 < bulk_ess(iid) < 1200)
         True
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or x.shape[1] < 4:
-        raise ValueError(f"bulk ESS needs draws of shape (chains, draws >= 4, ...); got "
-                         f"shape {x.shape}.")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        from numpyro.diagnostics import effective_sample_size
+    from numpyro.diagnostics import effective_sample_size
 
-        return np.asarray(effective_sample_size(_rank_normalize(_split(x))))
+    return _on_split_ranks(effective_sample_size, x, "bulk ESS")
 
 
 def checked_sites(structure: ModelStructure, sampled: Any) -> tuple[list[str], list[str]]:
