@@ -21,6 +21,7 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
 from numpyro.optim import optax_to_numpyro
 
 from ctxppl._handlers import subsample_with_replacement
+from ctxppl._programs import stored_jit
 from ctxppl.infer._loop import NONFINITE, LoopOptions, Stepper, optimize
 from ctxppl.infer._sites import (
     constrained_values,
@@ -195,7 +196,7 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
     return out
 
 
-run_opt = eqx.filter_jit(_run_opt_impl)
+run_opt = stored_jit(_run_opt_impl, "run_opt")
 
 
 @eqx.filter_jit

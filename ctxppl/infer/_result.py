@@ -14,6 +14,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer import Predictive
 
+from ctxppl._programs import stored_jit
 from ctxppl._warnings import find_stack_level
 from ctxppl.infer._arviz import make_arviz
 from ctxppl.infer._diagnostics import no_uncertainty_message
@@ -54,7 +55,7 @@ def _predict_impl(model, key, fold, posterior, params, args, kwargs, sites, batc
     return out
 
 
-_predict = eqx.filter_jit(_predict_impl)
+_predict = stored_jit(_predict_impl, "predict")
 
 
 class Fit:

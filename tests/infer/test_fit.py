@@ -99,9 +99,9 @@ def test_fit_many_bootstrap_and_indices():
 def test_second_fit_does_not_recompile():
     C, X, Y, _ = make_data()
     ctx.fit(ctx_model, C, X, Y, key=0, **FAST)
-    before = run_opt._cached._cache_size()
+    before = run_opt._cache_size()
     ctx.fit(ctx_model, C + 0.1, X, Y, key=1, **FAST)  # new values, same shapes and options
-    assert run_opt._cached._cache_size() == before
+    assert run_opt._cache_size() == before
 
 
 def test_save_load_round_trip(tmp_path):

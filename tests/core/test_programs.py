@@ -1,0 +1,169 @@
+"""The store of exported programs (ctxppl/_programs.py), checked in fresh processes.
+
+A second process fitting and predicting the same model loads both programs from the store
+(``/ctxppl/programs/hit`` events, no new files) and gets bit-identical results; a model that
+differs by one constant gets its own programs and its own answer (the key is the traced
+program, never the code's name); a corrupted entry is reported by name, rebuilt and gives
+the right answer; a program with a progress-bar callback is never stored; two processes
+writing one store at once leave readable entries; ``CTXPPL_NO_CACHE=1`` stores nothing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ctxppl._programs import SUFFIX, stored_jit
+
+# A MAP fit + predict of `b * x` with noise `SCALE`; prints the store's events, the fitted
+# value, the prediction and every warning.
+CHILD = r"""
+import json, sys, warnings
+from jax import monitoring
+
+counts = {"hit": 0, "miss": 0, "unstored": 0}
+def listen(event, **kw):
+    if event.startswith("/ctxppl/programs/"):
+        counts[event.rsplit("/", 1)[1]] += 1
+monitoring.register_event_listener(listen)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    import ctxppl as ctx
+
+    SCALE = float(sys.argv[1])
+    progress = len(sys.argv) > 2
+
+    def model(x, y=None):
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        with ctx.plate("n", x.shape[0]):
+            numpyro.deterministic("mean", b * x)
+            numpyro.sample("y", dist.Normal(b * x, SCALE), obs=y)
+
+    x = jnp.linspace(0.0, 1.0, 8)
+    fit = ctx.fit(model, x, 2.0 * x, key=0, num_steps=1000, learning_rate=0.05,
+                  progress=progress)
+    mean = fit.predict(jnp.array([1.0, 2.0]))["mean"]
+print(json.dumps({**counts, "b": float(fit.params["b"]), "mean": [float(m) for m in mean],
+                  "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}))
+"""
+
+
+def _env(root, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CTXPPL_", "JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env.update({"CTXPPL_CACHE_DIR": str(root), "JAX_PLATFORMS": "cpu"}, **extra)
+    return env
+
+
+def _start(root, *argv, **extra):
+    return subprocess.Popen([sys.executable, "-c", CHILD, *(argv or ("1.0",))],
+                            env=_env(root, **extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(root, *argv, **extra):
+    return _result(_start(root, *argv, **extra))
+
+
+def _stored(root):
+    return sorted(os.path.join(dirpath, f) for dirpath, _, files in os.walk(root)
+                  for f in files if f.endswith(SUFFIX))
+
+
+def _exact(scale):
+    """The MAP of b: prior N(0, 1), y = 2x observed with noise `scale`, x on 8 points."""
+    x = np.linspace(0.0, 1.0, 8)
+    prec = 1.0 + np.sum(x * x) / scale**2
+    return np.sum(x * 2.0 * x) / scale**2 / prec
+
+
+def test_second_process_loads_both_programs_and_agrees_bit_for_bit(tmp_path):
+    first = _run(tmp_path)
+    files = _stored(tmp_path)
+    assert (first["miss"], first["hit"]) == (2, 0), first  # fit and predict, both new
+    assert len(files) == 2 and any("run_opt" in f for f in files), files
+    second = _run(tmp_path)
+    assert (second["hit"], second["miss"]) == (2, 0), second
+    assert _stored(tmp_path) == files  # nothing new written
+    assert second["b"] == first["b"] and second["mean"] == first["mean"]
+    assert abs(first["b"] - _exact(1.0)) < 1e-3  # and it is the right answer
+    assert first["mean"] == pytest.approx([first["b"], 2 * first["b"]], rel=1e-6)
+    assert not [w for w in first["warnings"] + second["warnings"] if "ctxppl" in w], first
+
+
+def test_a_changed_model_gets_its_own_program(tmp_path):
+    a = _run(tmp_path, "1.0")
+    b = _run(tmp_path, "0.5")  # same code, same names, same shapes; one constant differs
+    assert b["miss"] >= 1, b  # not served the first model's program
+    assert len(_stored(tmp_path)) >= 3
+    assert abs(a["b"] - _exact(1.0)) < 1e-3 and abs(b["b"] - _exact(0.5)) < 1e-3
+    assert abs(a["b"] - b["b"]) > 0.1
+
+
+def test_store_is_off_with_ctxppl_no_cache(tmp_path):
+    out = _run(tmp_path, CTXPPL_NO_CACHE="1")
+    assert out["hit"] + out["miss"] + out["unstored"] == 0, out
+    assert _stored(tmp_path) == []
+    assert abs(out["b"] - _exact(1.0)) < 1e-3
+    stored = _run(tmp_path / "on")  # eqx.filter_jit and the exported program: one answer
+    assert stored["miss"] == 2 and (stored["b"], stored["mean"]) == (out["b"], out["mean"])
+
+
+def test_progress_bar_programs_are_compiled_but_never_stored(tmp_path):
+    out = _run(tmp_path, "1.0", "progress")
+    assert out["unstored"] == 1 and out["miss"] == 1, out  # the fit (callback); the predict
+    assert len(_stored(tmp_path)) == 1
+    assert abs(out["b"] - _exact(1.0)) < 1e-3
+
+
+def test_corrupted_entry_is_reported_rebuilt_and_correct(tmp_path):
+    first = _run(tmp_path)
+    fit_file = next(f for f in _stored(tmp_path) if "run_opt" in f)
+    with open(fit_file, "r+b") as f:  # a torn write: half the file, then garbage
+        size = os.path.getsize(fit_file)
+        f.truncate(size // 2)
+        f.seek(0, 2)
+        f.write(b"\x00garbage" * 8)
+    out = _run(tmp_path)
+    bad = [w for w in out["warnings"] if "cannot be read" in w]
+    assert len(bad) == 1 and os.path.basename(fit_file) in bad[0], out["warnings"]
+    assert (out["hit"], out["miss"]) == (1, 1), out  # predict loaded, fit rebuilt
+    assert out["b"] == first["b"] and out["mean"] == first["mean"]
+    again = _run(tmp_path)  # the rebuilt entry is whole again
+    assert (again["hit"], again["miss"]) == (2, 0) and not again["warnings"], again
+
+
+def test_two_processes_writing_at_once_leave_readable_entries(tmp_path):
+    procs = [_start(tmp_path), _start(tmp_path)]
+    outs = [_result(p) for p in procs]
+    assert outs[0]["b"] == outs[1]["b"] and outs[0]["mean"] == outs[1]["mean"]
+    assert len(_stored(tmp_path)) == 2
+    after = _run(tmp_path)
+    assert (after["hit"], after["miss"]) == (2, 0) and not after["warnings"], after
+    assert after["b"] == outs[0]["b"]
+
+
+def test_stored_jit_in_process_matches_filter_jit_and_keeps_static_outputs():
+    def f(x, n, key):
+        return {"y": x * n + jax.random.normal(key, x.shape), "n": n, "name": "f"}
+
+    g = stored_jit(f, "test_f")
+    x = jnp.arange(3.0)
+    out = g(x, 2, jax.random.key(3))
+    ref = f(x, 2, jax.random.key(3))
+    np.testing.assert_array_equal(out["y"], ref["y"])
+    assert out["n"] == 2 and out["name"] == "f"
+    out3 = g(x, 3, jax.random.key(3))  # another static value: another program
+    np.testing.assert_array_equal(out3["y"], f(x, 3, jax.random.key(3))["y"])
