@@ -21,6 +21,8 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS
 
+from ctxppl._programs import stored_jit
+
 __all__ = ["run_nuts"]
 
 _CACHE_SIZE = 16
@@ -97,11 +99,10 @@ def _runner(model: Callable, treedef: Any, statics: tuple, opts: dict[str, Any],
         return (lambda key, fixed, arrays, weights: drive(mcmc, key, fixed, arrays, weights),
                 threading.Lock())
 
-    @jax.jit
     def run(key: Any, fixed: dict, arrays: list, weights: Any) -> tuple:
         return drive(build(False), key, fixed, arrays, weights)
 
-    return run, None
+    return stored_jit(run, "nuts"), None
 
 
 def _cached_runner(model: Callable, args: tuple, kwargs: dict, opts: dict[str, Any],

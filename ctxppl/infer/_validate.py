@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["normalize_inputs", "check_finite_inputs", "normalize_key", "seed_key", "check_broadcasting",
-           "check_nonempty"]
+__all__ = ["normalize_inputs", "check_finite_inputs", "normalize_key", "seed_key",
+           "check_broadcasting", "check_nonempty"]
 
 
 def _to_array(value: Any) -> Any:
