@@ -12,7 +12,6 @@ import numbers
 import warnings
 from typing import Any, ClassVar, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -309,9 +308,9 @@ class ContextualizedBase(BaseEstimator):
         return method, opt
 
     # ------------------------------------------------------------------ fitting
-    def _key(self) -> jax.Array:
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        return jax.random.key(int(seed))
+    def _key(self) -> int:
+        # an int seed: ctx.fit makes the key on the host (no small programs compiled)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _run(self, model: Any, args: tuple) -> None:
         """Fit ``model(*args)``: one ``ctx.fit`` or ``ctx.fit_many`` (bootstrap rows)."""

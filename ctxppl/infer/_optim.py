@@ -1,9 +1,11 @@
 r"""MAP, Laplace and SVI as :class:`~ctxppl.infer._loop.Stepper` s, run in one jitted call.
 
 ``run_opt`` fits one model; ``run_opt_many`` vmaps the same function over keys and member
-weights (``ctx.fit_many``). Both are module-level ``eqx.filter_jit`` functions whose static
+weights (``ctx.fit_many``). Both are module-level :class:`~ctxppl._programs.stored_jit`
+functions (``eqx.filter_jit`` whose exported programs persist across processes) whose static
 arguments are the model and a hashable :class:`OptSpec`, so a second fit of the same model
-with the same settings and array shapes reuses the compiled program.
+with the same settings and array shapes reuses the compiled program, and a fresh process
+loads it instead of lowering it again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -199,10 +200,12 @@ def _run_opt_impl(model, spec, key, args, kwargs, weights, val_weights, token): 
 run_opt = stored_jit(_run_opt_impl, "run_opt")
 
 
-@eqx.filter_jit
-def run_opt_many(model, spec, keys, args, kwargs, weights, val_weights, token):  # noqa: ANN001, ANN201
+def _run_opt_many_impl(model, spec, keys, args, kwargs, weights, val_weights, token):  # noqa: ANN001, ANN202
     """``run_opt`` vmapped over ``keys`` (and ``weights`` / ``val_weights`` when given)."""
     w_axis = None if weights is None else 0
     v_axis = None if val_weights is None else 0
     return jax.vmap(lambda k, w, v: _run_opt_impl(model, spec, k, args, kwargs, w, v, token),
                     in_axes=(0, w_axis, v_axis))(keys, weights, val_weights)
+
+
+run_opt_many = stored_jit(_run_opt_many_impl, "run_opt_many")
