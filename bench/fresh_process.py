@@ -70,13 +70,30 @@ elif what == "nuts":
                           chain_method="vectorized", num_warmup=500, num_samples=500,
                           num_chains=2)
         return float(np.mean(fit.samples["mu"]))
+# where the first call's time goes, by JAX's own timers (seconds) and ctxppl's store events
+from jax import monitoring
+PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+          "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+          "/jax/core/compile/backend_compile_duration": "load"}
+phases = dict.fromkeys(PHASES.values(), 0.0)
+stored = {"hit": 0, "miss": 0, "unstored": 0}
+def on_duration(event, secs, **kw):
+    if event in PHASES:
+        phases[PHASES[event]] += secs
+def on_event(event, **kw):
+    if event.startswith("/ctxppl/programs/"):
+        stored[event.rsplit("/", 1)[1]] += 1
+monitoring.register_event_duration_secs_listener(on_duration)
+monitoring.register_event_listener(on_event)
 c1, w1 = T(), W()
 first = work(0)
 c2, w2 = T(), W()
+first_phases, first_stored = dict(phases), dict(stored)
 again = work(1)
 c3, w3 = T(), W()
 print(json.dumps({"import": imp, "first": w2 - w1, "first_cpu": c2 - c1,
                   "compiled": w3 - w2, "compiled_cpu": c3 - c2, "value": first,
+                  "phases": first_phases, "stored": first_stored,
                   "cache": jax.config.jax_compilation_cache_dir}))
 '''
 
@@ -192,6 +209,16 @@ def main() -> None:
                      f"{_median(r['warm'], 'first_cpu'):.2f}, compiled "
                      f"{_median(r['warm'], 'compiled_cpu'):.2f}; import "
                      f"{_median(r['warm'], 'import'):.2f} s")
+    phase_notes = []
+    for what in ("seed_map", "mixed", "nuts"):
+        if what in results:
+            ph = {k: _median([r["phases"] for r in results[what]["warm"]], k)
+                  for k in ("trace", "lower", "load")}
+            st = results[what]["warm"][-1]["stored"]
+            phase_notes.append(
+                f"{what}: tracing {ph['trace']:.2f} s, lowering {ph['lower']:.2f} s, building or "
+                f"loading executables {ph['load']:.2f} s (stored programs: {st['hit']} loaded, "
+                f"{st['miss']} new, {st['unstored']} not storable)")
     cli_rows = []
     if "cli" in results:
         r = results["cli"]
@@ -219,6 +246,8 @@ def main() -> None:
         *cli_rows,
         "",
         "CPU time (process, all threads) and import, warm cache: " + "; ".join(notes) + ".",
+        "Where a warm fresh process's first call spends its time (JAX's own timers, medians; "
+        "the rest is running the program and Python): " + "; ".join(phase_notes) + ".",
         f"`import ctxppl`: {import_ms:.0f} ms by `python -X importtime`, of which setting up "
         f"the cache (`ctxppl._cache` with `platformdirs`) {cache_ms:.1f} ms.",
     ])

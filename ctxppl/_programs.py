@@ -140,7 +140,8 @@ class stored_jit:
     """``eqx.filter_jit`` whose programs a fresh process loads from disk instead of lowering.
 
     Array leaves of the arguments are traced; everything else is static (hashed, compared
-    by equality). See the module docstring for what is stored and when.
+    by equality). ``compiler_options`` go to XLA (as in ``jax.jit``). See the module
+    docstring for what is stored and when.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -149,10 +150,15 @@ class stored_jit:
         Array([0., 2., 4.], dtype=float32)
     """
 
-    def __init__(self, fun: Callable, name: str | None = None):
+    def __init__(self, fun: Callable, name: str | None = None,
+                 compiler_options: dict[str, Any] | None = None):
         self.fun = fun
         self.name = name or getattr(fun, "__name__", "program")
-        self._fallback = eqx.filter_jit(fun)
+        self.compiler_options = dict(compiler_options or {})
+        # the options apply to XLA's compilation, not to the exported (lowered) program
+        self._jit_options = {"compiler_options": self.compiler_options} if compiler_options \
+            else {}
+        self._fallback = eqx.filter_jit(fun, **self._jit_options)
         self._memo: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
@@ -222,12 +228,13 @@ class stored_jit:
             jax.monitoring.record_event("/ctxppl/programs/miss")
         else:
             jax.monitoring.record_event("/ctxppl/programs/hit")
-        return _Program(jax.jit(exported.call), captured["out"], impls, path)
+        return _Program(jax.jit(exported.call, **self._jit_options), captured["out"], impls,
+                        path)
 
-    @staticmethod
-    def _unstored(traced: Any, captured: dict, impls: tuple) -> _Program:
+    def _unstored(self, traced: Any, captured: dict, impls: tuple) -> _Program:
         jax.monitoring.record_event("/ctxppl/programs/unstored")
-        return _Program(traced.lower().compile(), captured["out"], impls, None)
+        compiled = traced.lower().compile(self.compiler_options or None)
+        return _Program(compiled, captured["out"], impls, None)
 
 
 def _read(path: str, traced: Any) -> Any:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ctxppl._programs import stored_jit
 from ctxppl.models.mixed._families import Family
 from ctxppl.models.mixed._linalg import chol, logdet_chol, make_lambda, solve_lower, solve_lower_t
 from ctxppl.models.mixed._optim import minimize_newton
@@ -197,10 +198,10 @@ def _fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: 
             "inner_iter": it, "inner_err": err}
 
 
-_STATIC = ("structure", "family", "Q", "max_iter")
-fit_laplace_small = jax.jit(_fit_laplace, static_argnames=_STATIC,
-                            compiler_options=FAST_COMPILE)
-fit_laplace_large = jax.jit(_fit_laplace, static_argnames=_STATIC)
+# structure, family, Q and max_iter are static (not arrays); a fresh process loads the
+# lowered program from ctxppl's store (ctxppl/_programs.py)
+fit_laplace_small = stored_jit(_fit_laplace, "mixed_laplace", compiler_options=FAST_COMPILE)
+fit_laplace_large = stored_jit(_fit_laplace, "mixed_laplace")
 
 
 def fit_laplace(data: GLMMData, psi0: jax.Array, structure: Structure, family: Family, Q: int,

@@ -105,18 +105,21 @@ def make_lambda(theta: jax.Array, layout: ThetaLayout) -> list[jax.Array]:
     The diagonal is unconstrained (its sign is irrelevant: only :math:`\Lambda\Lambda^T`
     enters the likelihood), so a variance at zero is an interior point, not a bound.
     """
+    xp = np if isinstance(theta, np.ndarray) else jnp  # NumPy on the host: nothing compiled
     out, i = [], 0
     for q, c in layout.terms:
+        m = q * (q + 1) // 2 if c else q
+        # gather from [theta block, 0]: entry (r, k) of Lambda is theta[i + idx[r, k]], or 0
+        idx = np.full((q, q), m)
         if c:
             rows, cols = np.tril_indices(q)
             order = np.lexsort((rows, cols))
-            m = q * (q + 1) // 2
-            lam = jnp.zeros((q, q), theta.dtype).at[rows[order], cols[order]].set(theta[i:i + m])
-            i += m
+            idx[rows[order], cols[order]] = np.arange(m)
         else:
-            lam = jnp.diag(theta[i:i + q])
-            i += q
-        out.append(lam)
+            idx[np.arange(q), np.arange(q)] = np.arange(q)
+        padded = xp.concatenate([theta[i:i + m], xp.zeros((1,), theta.dtype)])
+        out.append(padded[idx])
+        i += m
     return out
 
 

@@ -313,8 +313,8 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
         with threadpool_limits(1, user_api="blas"):
             out = fit(st, th0, structure, bool(reml), max_iter)
     else:
-        st = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), st)
-        out = jax.device_get(fit_gaussian(st, jnp.asarray(th0, dt), run_structure, bool(reml),
+        st = jax.tree_util.tree_map(lambda a: np.asarray(a, dt), st)  # on the host: no programs
+        out = jax.device_get(fit_gaussian(st, np.asarray(th0, dt), run_structure, bool(reml),
                                           max_iter))
     if structure.mode == "block":  # drop the padding groups
         out = {**out, "b": out["b"][:Q], "condvar": out["condvar"][:Q]}
@@ -327,7 +327,7 @@ def _fit_gauss(design, structure, X, Z, cols, Q, off, w, reml, th0, dt, max_iter
         beta[j] += m
     sigma2 = float(out["sigma2"]) * s * s
     vcov = np.asarray(out["vcov"], float) * s * s
-    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    lams = [np.asarray(lam, float) for lam in make_lambda(np.asarray(theta), structure.layout)]
     covs = [sigma2 * lam @ lam.T for lam in lams]
     if structure.mode != "block":
         b = [np.asarray(v, float) * s for v in out["b"]]
@@ -435,11 +435,12 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
                                Q, psi0, max_iter)
         timing["optimize"] = time.perf_counter() - t
         return _glmm_estimate(design, structure, X, out, out["b"], out["condvar"], 0.0)
-    data = GLMMData(*(jnp.asarray(padded(a), dt) for a in (design.y, X, Z)),
-                    jnp.asarray(padded(cols, 0)), jnp.asarray(padded(ww), dt),
-                    jnp.asarray(padded(off), dt),
-                    None if trials is None else jnp.asarray(padded(trials, 1.0), dt))
-    out = jax.device_get(fit_laplace(data, jnp.asarray(psi0, dt), structure, fam, Q, max_iter))
+    # NumPy arrays on the host: converting them with jnp would compile a program each
+    data = GLMMData(*(np.asarray(padded(a), dt) for a in (design.y, X, Z)),
+                    np.asarray(padded(cols, 0), np.int32), np.asarray(padded(ww), dt),
+                    np.asarray(padded(off), dt),
+                    None if trials is None else np.asarray(padded(trials, 1.0), dt))
+    out = jax.device_get(fit_laplace(data, np.asarray(psi0, dt), structure, fam, Q, max_iter))
     # the last Newton steps and the reported deviance in float64 (NumPy)
     u_fit = np.asarray(out["u"], float)[:Q] if structure.mode == "block" else \
         np.asarray(out["u"], float)
@@ -449,7 +450,7 @@ def _fit_glmm(design, structure, X, Z, cols, Q, off, w, th0, dt, max_iter, timin
            "L": ref["L"]}
     timing["optimize"] = time.perf_counter() - t
     theta = np.asarray(out["psi"], float)[p:p + theta_size(structure.layout)]
-    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    lams = [np.asarray(lam, float) for lam in make_lambda(np.asarray(theta), structure.layout)]
     u = np.asarray(out["u"], float)
     lam = _block_diag_np(lams)
     Linv = np.linalg.inv(np.asarray(out["L"], float))  # block layout: (G, q, q) factors
@@ -473,7 +474,7 @@ def _glmm_estimate(design, structure, X, out, b, cv, inner_err):  # noqa: ANN001
         vcov = vpsi[:p, :p]
     except np.linalg.LinAlgError:
         vcov = np.full((p, p), np.nan)
-    lams = [np.asarray(lam, float) for lam in make_lambda(jnp.asarray(theta), structure.layout)]
+    lams = [np.asarray(lam, float) for lam in make_lambda(np.asarray(theta), structure.layout)]
     covs = [lam @ lam.T for lam in lams]
     ok, msg = _status(int(out["status"]), np.asarray(out["grad"]))
     if inner_err > 1e-3:

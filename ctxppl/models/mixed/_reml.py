@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ctxppl._programs import stored_jit
 from ctxppl.models.mixed._linalg import (
     ThetaLayout,
     block_diag,
@@ -269,10 +270,10 @@ def _fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool
 # 125,000 groups x 2 coefficients level 0 is still faster end to end).
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 SMALL = 500_000  # number of random effects below which compile time dominates
-_STATIC = ("structure", "reml", "max_iter")
-fit_gaussian_small = jax.jit(_fit_gaussian, static_argnames=_STATIC,
-                             compiler_options=FAST_COMPILE)
-fit_gaussian_large = jax.jit(_fit_gaussian, static_argnames=_STATIC)
+# structure, reml and max_iter are static (not arrays); a fresh process loads the lowered
+# program from ctxppl's store (ctxppl/_programs.py)
+fit_gaussian_small = stored_jit(_fit_gaussian, "mixed_gaussian", compiler_options=FAST_COMPILE)
+fit_gaussian_large = stored_jit(_fit_gaussian, "mixed_gaussian")
 
 
 def fit_gaussian(st: Stats, theta0: jax.Array, structure: Structure, reml: bool,
