@@ -6,8 +6,9 @@ trace is the only complete description of what the user's model computes -- but 
 expensive step after it, lowering the jaxpr to StableHLO (a third to a half of a warm fresh
 process's time), is skipped when the store already holds the program:
 
-1. trace (``jax.jit(...).trace``) and hash the jaxpr's text, its constants, the JAX and
-   jaxlib versions, the backend and JAX's configuration;
+1. trace (``jax.jit(...).trace``) and hash the jaxpr's text (every equation parameter),
+   its constants and those of every jaxpr nested in it (an inner ``jit`` keeps its own),
+   the JAX and jaxlib versions, the backend and JAX's configuration;
 2. a hit deserializes the ``jax.export`` artifact of that hash (flatbuffers, never pickle)
    and calls it; its compiled executable comes from JAX's persistent compilation cache;
 3. a miss exports the program, writes it atomically (a temporary file in the same folder,
@@ -99,10 +100,30 @@ def _environment() -> bytes:
                  dev.device_kind, version, config)).encode()
 
 
+def _constants(jaxpr: Any, out: list, seen: set) -> list:
+    """Every constant of ``jaxpr`` and of the jaxprs nested in its equations (an inner
+    ``jit``'s closed-over array is printed as a variable, not by value)."""
+    if id(jaxpr) in seen:
+        return out
+    seen.add(id(jaxpr))
+    out.extend(getattr(jaxpr, "consts", None) or ())
+    inner = getattr(jaxpr, "jaxpr", None)  # a ClosedJaxpr's Jaxpr (jax < 0.11)
+    if inner is not None and inner is not jaxpr:
+        _constants(inner, out, seen)
+    for eqn in getattr(jaxpr, "eqns", ()):
+        for value in eqn.params.values():
+            for p in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(p, "eqns") or hasattr(p, "consts"):
+                    _constants(p, out, seen)
+    return out
+
+
 def _program_hash(closed: Any) -> str:
     h = hashlib.sha256(_environment())
-    h.update(str(closed).encode())
-    for c in closed.consts:
+    # every equation parameter printed (not only those JAX's compact form shows, which omits
+    # e.g. an inner jit's shardings and options); stable across processes
+    h.update(closed.pretty_print(custom_pp_eqn_rules=False).encode())
+    for c in _constants(closed, [], set()):
         if _is_key(c):
             c = jax.random.key_data(c)
         a = np.asarray(c)
@@ -228,8 +249,11 @@ class stored_jit:
             jax.monitoring.record_event("/ctxppl/programs/miss")
         else:
             jax.monitoring.record_event("/ctxppl/programs/hit")
-        return _Program(jax.jit(exported.call, **self._jit_options), captured["out"], impls,
-                        path)
+        def call(*xs):  # noqa: ANN002, ANN202 - named, for JAX's logs and cache entries
+            return exported.call(*xs)
+
+        call.__name__ = self.name
+        return _Program(jax.jit(call, **self._jit_options), captured["out"], impls, path)
 
     def _unstored(self, traced: Any, captured: dict, impls: tuple) -> _Program:
         jax.monitoring.record_event("/ctxppl/programs/unstored")

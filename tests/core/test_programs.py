@@ -167,3 +167,23 @@ def test_stored_jit_in_process_matches_filter_jit_and_keeps_static_outputs():
     assert out["n"] == 2 and out["name"] == "f"
     out3 = g(x, 3, jax.random.key(3))  # another static value: another program
     np.testing.assert_array_equal(out3["y"], f(x, 3, jax.random.key(3))["y"])
+
+
+def test_a_constant_inside_a_nested_jit_is_part_of_the_key(tmp_path, monkeypatch):
+    """Two programs that print alike (an inner jit closing over an array) but differ in the
+    array's values must be two programs, not one file."""
+    from ctxppl import _programs
+
+    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
+
+    def make(c):
+        inner = jax.jit(lambda y: y + c)
+        return stored_jit(lambda x: jax.lax.scan(lambda s, _: (inner(s), None), x, None,
+                                                 length=2)[0], "nested")
+
+    x = jnp.zeros(3)
+    a = make(np.arange(3.0, dtype=np.float32))(x)
+    b = make(np.ones(3, np.float32))(x)
+    np.testing.assert_array_equal(a, 2 * np.arange(3.0))
+    np.testing.assert_array_equal(b, 2 * np.ones(3))
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(SUFFIX)]) == 2
