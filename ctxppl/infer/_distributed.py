@@ -147,7 +147,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     # no persistent compilation cache in a multi-process run: on CPU (gloo, jax 0.12) a
     # program loaded from it hung in its first collective (4 of 4 runs of a repro, 0 of 2
     # without)
+    cache_was = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
+
+    def alone() -> tuple[int, int]:  # this process runs by itself (or failed): cache back on
+        jax.config.update("jax_enable_compilation_cache", cache_was)
+        return 0, 1
+
     try:  # before the CPU backend exists; later it is too late and harmless to skip
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - an old jax without the option has gloo by default
@@ -162,18 +168,21 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                                    local_device_ids=local_device_ids, **kwargs)
     except ValueError as e:
         if _NO_CLUSTER in str(e) and coordinator_address is None:
-            return 0, 1  # no launcher, no arguments, no cluster: run alone
+            return alone()  # no launcher, no arguments, no cluster
+        alone()
         raise
     except RuntimeError as e:  # JAX already started its backend in this process
         hint = _cluster_hint()
+        alone()
         if coordinator_address is None and num_processes is None and hint is None:
-            return 0, 1  # nothing asks for several processes: this one runs alone
+            return 0, 1  # nothing asks for several processes
         raise RuntimeError(f"ctx.distributed.initialize() must run before any JAX "
                            f"computation (or jax.devices()) in the process"
                            f"{'' if hint is None else ' (' + hint + ')'}: call it first "
                            "in the script.") from e
-    if jax.process_count() > 1:
-        _check_same_hashing()
+    if jax.process_count() == 1:
+        return alone()
+    _check_same_hashing()
     return jax.process_index(), jax.process_count()
 
 

@@ -120,7 +120,9 @@ def test_dead_process_fails_the_other_in_bounded_time(tmp_path):
 def test_initialize_alone_and_bad_settings(monkeypatch):
     for name in ("CTXPPL_COORDINATOR", "CTXPPL_NUM_PROCESSES", "CTXPPL_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
+    cache_on = jax.config.jax_enable_compilation_cache
     assert ctx.distributed.initialize() == (0, 1)
+    assert jax.config.jax_enable_compilation_cache == cache_on  # only off with 2+ processes
     assert ctx.distributed.initialize(num_processes=1) == (0, 1)
     with pytest.raises(ValueError, match=r"`process_id` must be in \[0, 2\); got 2"):
         ctx.distributed.initialize("127.0.0.1:1", 2, 2)
@@ -134,6 +136,7 @@ def test_initialize_alone_and_bad_settings(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "2")
     with pytest.raises(RuntimeError, match=r"must run before any JAX .*SLURM_NTASKS=2"):
         ctx.distributed.initialize()
+    assert jax.config.jax_enable_compilation_cache == cache_on
 
 
 def test_global_arrays_on_one_process_and_bad_input():
