@@ -405,7 +405,9 @@ def contextual(
             f"of width in_size={in_size}, but the context of ctx.plate({info.name!r}) has width "
             f"{jnp.shape(c)[-1]} (shape {tuple(jnp.shape(c))}); build the encoder with "
             f"in_size={jnp.shape(c)[-1]}, e.g. ctx.nn.{type(encoder).__name__}(C.shape[-1], ...).")
-    out = jax.vmap(encoder)(c)
+    # a function, not the module: JAX names what it maps by repr() of a callable without
+    # code, and an Equinox module's repr pretty-prints every layer (~5 ms per trace)
+    out = jax.vmap(lambda ci: encoder(ci))(c)
     member_shape = tuple(out.shape[1:])
     if event_shape is None and info.size >= 10 and info.size in member_shape:
         warnings.warn(_MSG_MEMBER_SIZED.format(name=name, plate=info.name, size=info.size,

@@ -118,7 +118,7 @@ class _Task(eqx.Module):
     def __call__(self, c: Float[Array, " c"]) -> Float[Array, "num_tasks k"]:
         ct = jnp.concatenate([jnp.broadcast_to(c, (self.tasks.shape[0],) + c.shape),
                               self.tasks], axis=-1)
-        return jax.vmap(self.body)(ct)
+        return jax.vmap(lambda x: self.body(x))(ct)  # a function: cheap for JAX to name
 
 
 class Composed(eqx.Module):
@@ -139,14 +139,14 @@ class Composed(eqx.Module):
             return c if self.body is None else self.body(c)
         if self.kind == "multitask":
             return _Task(self.body, self.tasks)(c)
-        return self.body(c), jax.vmap(self.task_body)(self.tasks)
+        return self.body(c), jax.vmap(lambda t: self.task_body(t))(self.tasks)
 
     def __call__(self, c: Float[Array, " c"]) -> Float[Array, "..."]:
         z = self.weights(c)
         if self.kind in ("naive", "subtype"):
             theta = self.head(z)
         elif self.kind == "multitask":
-            theta = jax.vmap(self.head)(z)
+            theta = jax.vmap(lambda x: self.head(x))(z)
         else:
             zc, zt = z
             theta = jax.vmap(lambda t: self.head(zc, t))(zt)
