@@ -117,32 +117,32 @@ def part_tutorial(seeds: list[int], res: dict) -> None:
     save(res)
 
 
+def _timed_route(res: dict, out: dict, route: str, s: int, d, fit):  # noqa: ANN001, ANN202
+    """Run ``fit()``, score its intervals on ``d``, record them under ``out[route][s]`` with
+    the seconds and load, print and save."""
+    t = time.perf_counter()
+    result = fit()
+    sec = time.perf_counter() - t
+    r = scores(*predict_w(result, d), d)
+    r.update(seconds=sec, load=os.getloadavg()[0])
+    out.setdefault(route, {})[str(s)] = r
+    print(route, s, r, flush=True)
+    save(res)
+    return result
+
+
 def part_failing(seeds: list[int], nuts_seeds: list[int], res: dict) -> None:
     out = res.setdefault("tutorial", {})
     for s in seeds:
         d = cluster_tutorial(s)
         k_boot, k_nuts, k_svi = jax.random.split(jax.random.key(1000 + s), 3)
-        t = time.perf_counter()
-        many = ctx.fit_many(tutorial_model(), d.C_train, d.X_train, d.Y_train, key=k_boot,
-                            num_fits=50, bootstrap=True, plate="patients", num_steps=3000,
-                            optimizer=_DEFAULT_OPTIMIZER, tol=0.0, progress=False)
-        sec = time.perf_counter() - t
-        r = scores(*predict_w(many, d), d)
-        r.update(seconds=sec, load=os.getloadavg()[0])
-        out.setdefault("bootstrap", {})[str(s)] = r
-        print("bootstrap", s, r, flush=True)
-        save(res)
-
-        t = time.perf_counter()
-        svi = ctx.fit(bayesian_tutorial_model(), d.C_train, d.X_train, d.Y_train,
-                      method="svi", key=k_svi, num_steps=3000, optimizer=_DEFAULT_OPTIMIZER,
-                      progress=False)
-        sec = time.perf_counter() - t
-        r = scores(*predict_w(svi, d), d)
-        r.update(seconds=sec, load=os.getloadavg()[0])
-        out.setdefault("svi", {})[str(s)] = r
-        print("svi", s, r, flush=True)
-        save(res)
+        _timed_route(res, out, "bootstrap", s, d, lambda: ctx.fit_many(
+            tutorial_model(), d.C_train, d.X_train, d.Y_train, key=k_boot, num_fits=50,
+            bootstrap=True, plate="patients", num_steps=3000, optimizer=_DEFAULT_OPTIMIZER,
+            tol=0.0, progress=False))
+        _timed_route(res, out, "svi", s, d, lambda: ctx.fit(
+            bayesian_tutorial_model(), d.C_train, d.X_train, d.Y_train, method="svi",
+            key=k_svi, num_steps=3000, optimizer=_DEFAULT_OPTIMIZER, progress=False))
 
         if s not in nuts_seeds:
             continue

@@ -75,6 +75,11 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _raw_keys(leaves: list, impls: tuple) -> list:
+    """The arguments as the stored program takes them: PRNG keys as their raw data."""
+    return [jax.random.key_data(x) if impl else x for x, impl in zip(leaves, impls, strict=True)]
+
+
 def _signature(x: Any) -> tuple:
     """What a compiled program depends on of one array argument."""
     if isinstance(x, jax.Array):
@@ -151,10 +156,9 @@ class _Program:
         self.call, self.out, self.impls, self.stored = call, out, impls, stored
 
     def __call__(self, leaves: list) -> Any:
-        flat = [jax.random.key_data(x) if impl else x for x, impl in zip(leaves, self.impls,
-                                                                            strict=True)]
         treedef, static = self.out
-        return eqx.combine(jax.tree_util.tree_unflatten(treedef, self.call(*flat)), static)
+        out = self.call(*_raw_keys(leaves, self.impls))
+        return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
 
 
 class stored_jit:
@@ -230,8 +234,7 @@ class stored_jit:
 
     def _build(self, leaves: list, treedef: Any, static: Any, folder: str) -> _Program:
         impls = tuple(str(jax.random.key_impl(x)) if _is_key(x) else None for x in leaves)
-        flat_args = [jax.random.key_data(x) if impl else x for x, impl in zip(leaves, impls,
-                                                                                strict=True)]
+        flat_args = _raw_keys(leaves, impls)
         captured: dict = {}
         flat = self._flat(treedef, static, impls, captured)
         traced = jax.jit(flat).trace(*flat_args)

@@ -7,14 +7,13 @@ a recompilation (never a wrong answer or a crash), a folder of another version i
 read, ``CTXPPL_NO_CACHE=1`` and a user's own cache settings are respected.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ctxppl._cache import ENV_DIR, ENV_OFF, cache_folder, enable_compilation_cache
+
+from ._fresh import result, start
 
 # `fit`: a tiny MAP fit (its one program compiles in ~1 s, above ctxppl's 0.1 s threshold);
 # `import`: only import ctxppl. Prints the cache events of the process, the folder in use,
@@ -53,27 +52,12 @@ print(json.dumps({**counts, "dir": jax.config.jax_compilation_cache_dir, "b": b,
 """
 
 
-def _env(root, **extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CTXPPL_", "JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    env.update({ENV_DIR: str(root), "JAX_PLATFORMS": "cpu"}, **extra)
-    return env
-
-
 def _start(root, *argv, **extra):
-    argv = argv or ("fit",)
-    return subprocess.Popen([sys.executable, "-c", CHILD, *argv], env=_env(root, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _result(proc):
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    return start(CHILD, root, argv or ("fit",), **extra)
 
 
 def _run(root, *argv, **extra):
-    return _result(_start(root, *argv, **extra))
+    return result(_start(root, *argv, **extra))
 
 
 def _entries(folder):
@@ -85,7 +69,7 @@ def written(tmp_path_factory):
     """A cache written by two processes at once (same programs, same keys, same moment)."""
     root = tmp_path_factory.mktemp("cache")
     first, second = _start(root), _start(root)
-    return root, [_result(first), _result(second)]
+    return root, [result(first), result(second)]
 
 
 def test_concurrent_writers_then_a_second_process_loads_everything(written, tmp_path):

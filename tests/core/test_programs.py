@@ -8,10 +8,7 @@ the right answer; a program with a progress-bar callback is never stored; two pr
 writing one store at once leave readable entries; ``CTXPPL_NO_CACHE=1`` stores nothing.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +16,8 @@ import numpy as np
 import pytest
 
 from ctxppl._programs import SUFFIX, stored_jit
+
+from ._fresh import result, start
 
 # A MAP fit + predict of `b * x` with noise `SCALE`; prints the store's events, the fitted
 # value, the prediction and every warning.
@@ -54,27 +53,12 @@ print(json.dumps({**counts, "b": float(fit.params["b"]), "mean": [float(m) for m
 """
 
 
-def _env(root, **extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CTXPPL_", "JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    env.update({"CTXPPL_CACHE_DIR": str(root), "JAX_PLATFORMS": "cpu"}, **extra)
-    return env
-
-
 def _start(root, *argv, **extra):
-    return subprocess.Popen([sys.executable, "-c", CHILD, *(argv or ("1.0",))],
-                            env=_env(root, **extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _result(proc):
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    return start(CHILD, root, argv or ("1.0",), **extra)
 
 
 def _run(root, *argv, **extra):
-    return _result(_start(root, *argv, **extra))
+    return result(_start(root, *argv, **extra))
 
 
 def _stored(root):
@@ -147,7 +131,7 @@ def test_corrupted_entry_is_reported_rebuilt_and_correct(tmp_path):
 
 def test_two_processes_writing_at_once_leave_readable_entries(tmp_path):
     procs = [_start(tmp_path), _start(tmp_path)]
-    outs = [_result(p) for p in procs]
+    outs = [result(p) for p in procs]
     assert outs[0]["b"] == outs[1]["b"] and outs[0]["mean"] == outs[1]["mean"]
     assert len(_stored(tmp_path)) == 2
     after = _run(tmp_path)
