@@ -1,13 +1,15 @@
-"""The store of exported programs (ctxppl/_programs.py), checked in fresh processes.
+"""The store of compiled programs (ctxppl/_programs.py), checked in fresh processes.
 
 A second process fitting and predicting the same model loads both programs from the store
-(``/ctxppl/programs/hit`` events, no new files) and gets bit-identical results; a model that
-differs by one constant gets its own programs and its own answer (the key is the traced
-program, never the code's name); a corrupted entry is reported by name, rebuilt and gives
+(``/ctxppl/programs/hit`` events, no new files), runs both ahead of their check (the guess
+files name them) and gets bit-identical results; a model that differs by one constant gets
+its own programs and its own answer, although the guess (same code, names and shapes) ran
+the old program ahead: the key is the traced program, never the code's name; a corrupted entry is reported by name, rebuilt and gives
 the right answer; a program with a progress-bar callback is never stored; two processes
 writing one store at once leave readable entries; ``CTXPPL_NO_CACHE=1`` stores nothing.
 """
 
+import json
 import os
 
 import jax
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ctxppl._programs import SUFFIX, stored_jit
+from ctxppl._programs import GUESS, SUFFIX, stored_jit
 
 from ._fresh import result, start
 
@@ -25,7 +27,7 @@ CHILD = r"""
 import json, sys, warnings
 from jax import monitoring
 
-counts = {"hit": 0, "miss": 0, "unstored": 0}
+counts = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0}
 def listen(event, **kw):
     if event.startswith("/ctxppl/programs/"):
         counts[event.rsplit("/", 1)[1]] += 1
@@ -61,9 +63,9 @@ def _run(root, *argv, **extra):
     return result(_start(root, *argv, **extra))
 
 
-def _stored(root):
+def _stored(root, suffix=SUFFIX):
     return sorted(os.path.join(dirpath, f) for dirpath, _, files in os.walk(root)
-                  for f in files if f.endswith(SUFFIX))
+                  for f in files if f.endswith(suffix))
 
 
 def _exact(scale):
@@ -80,8 +82,15 @@ def test_second_process_loads_both_programs_and_agrees_bit_for_bit(tmp_path):
     assert len(files) == 2 and any("run_opt" in f for f in files), files
     second = _run(tmp_path)
     assert (second["hit"], second["miss"]) == (2, 0), second
+    assert (second["ahead"], second["ahead_discarded"]) == (2, 0), second  # both ran early
     assert _stored(tmp_path) == files  # nothing new written
     assert second["b"] == first["b"] and second["mean"] == first["mean"]
+    for guess in _stored(tmp_path, GUESS):  # each names a stored program and its run time
+        with open(guess) as f:
+            record = json.load(f)
+        name = os.path.basename(guess).split("-")[0]
+        assert os.path.join(os.path.dirname(guess), f"{name}-{record['key']}{SUFFIX}") in files
+        assert 0 < record["seconds"] < 60
     assert abs(first["b"] - _exact(1.0)) < 1e-3  # and it is the right answer
     assert first["mean"] == pytest.approx([first["b"], 2 * first["b"]], rel=1e-6)
     assert not [w for w in first["warnings"] + second["warnings"] if "ctxppl" in w], first
@@ -91,6 +100,7 @@ def test_a_changed_model_gets_its_own_program(tmp_path):
     a = _run(tmp_path, "1.0")
     b = _run(tmp_path, "0.5")  # same code, same names, same shapes; one constant differs
     assert b["miss"] >= 1, b  # not served the first model's program
+    assert b["ahead_discarded"] >= 1, b  # the guess ran the old fit ahead: outputs dropped
     assert len(_stored(tmp_path)) >= 3
     assert abs(a["b"] - _exact(1.0)) < 1e-3 and abs(b["b"] - _exact(0.5)) < 1e-3
     assert abs(a["b"] - b["b"]) > 0.1
