@@ -76,7 +76,7 @@ PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
           "/jax/core/compile/backend_compile_duration": "load"}
 phases = dict.fromkeys(PHASES.values(), 0.0)
-stored = {"hit": 0, "miss": 0, "unstored": 0}
+stored = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0}
 def on_duration(event, secs, **kw):
     if event in PHASES:
         phases[PHASES[event]] += secs
@@ -216,9 +216,10 @@ def main() -> None:
                   for k in ("trace", "lower", "load")}
             st = results[what]["warm"][-1]["stored"]
             phase_notes.append(
-                f"{what}: tracing {ph['trace']:.2f} s, lowering {ph['lower']:.2f} s, building or "
-                f"loading executables {ph['load']:.2f} s (stored programs: {st['hit']} loaded, "
-                f"{st['miss']} new, {st['unstored']} not storable)")
+                f"{what}: tracing {ph['trace']:.2f} s; lowering {ph['lower']:.2f} s and "
+                f"compiling or loading {ph['load']:.2f} s by JAX for programs outside the store; "
+                f"stored programs: {st['hit']} loaded ({st['ahead']} of them run ahead of "
+                f"their check), {st['miss']} new, {st['unstored']} not storable")
     cli_rows = []
     if "cli" in results:
         r = results["cli"]
@@ -247,7 +248,8 @@ def main() -> None:
         "",
         "CPU time (process, all threads) and import, warm cache: " + "; ".join(notes) + ".",
         "Where a warm fresh process's first call spends its time (JAX's own timers, medians; "
-        "the rest is running the program and Python): " + "; ".join(phase_notes) + ".",
+        "the rest is running the program, loading stored executables -- on a thread, while "
+        "tracing -- and Python): " + "; ".join(phase_notes) + ".",
         f"`import ctxppl`: {import_ms:.0f} ms by `python -X importtime`, of which setting up "
         f"the cache (`ctxppl._cache` with `platformdirs`) {cache_ms:.1f} ms.",
     ])

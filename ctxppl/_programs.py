@@ -424,10 +424,10 @@ class _Early:
         except Exception as e:  # noqa: BLE001 - reported by the sequential read
             self._out["error"] = e
             return
-        run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS and \
-            len(header["in"]) == len(args)  # (no hoisted constants)
-        args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args] \
-            if run else []
+        run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS
+        if run:  # only on exactly the arguments it takes (so: no hoisted constants)
+            args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
+            run = [[list(x.shape), str(x.dtype)] for x in args] == header["in"]
 
         def load() -> None:
             try:

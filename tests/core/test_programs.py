@@ -181,3 +181,57 @@ def test_a_constant_inside_a_nested_jit_is_part_of_the_key(tmp_path, monkeypatch
     np.testing.assert_array_equal(a, 2 * np.arange(3.0))
     np.testing.assert_array_equal(b, 2 * np.ones(3))
     assert len([f for f in os.listdir(tmp_path) if f.endswith(SUFFIX)]) == 2
+
+
+def _finish_timers():
+    """Wait for the threads that record a first run's time in its guess file."""
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "ctxppl-time":
+            t.join(timeout=60)
+
+
+def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, request):
+    """Loaded (a hit) and run ahead (a hit whose guess ran it early), a program returns the
+    values, dtypes, weak types and commitment ``jax.jit`` gives, with a closed-over array
+    (JAX >= 0.11 passes it as a hidden argument) and arguments on the host and the device."""
+    from ctxppl import _programs
+
+    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
+    from jax._src import monitoring
+
+    events = []
+
+    def listen(event, **kw):
+        if event.startswith("/ctxppl/programs/"):
+            events.append(event.rsplit("/")[-1])
+
+    monitoring.register_event_listener(listen)
+    request.addfinalizer(lambda: monitoring.unregister_event_listener(listen))
+    table = np.linspace(0.0, 1.0, 1000, dtype=np.float32)  # JAX >= 0.11 hoists it
+
+    def f(x, w, k):
+        return {"y": x * jnp.asarray(table)[:3] + w, "s": jnp.sum(x) * 2.0,
+                "i": jnp.argmax(x), "u": jax.random.uniform(jax.random.wrap_key_data(k)),
+                "weak": 2.0 * jnp.float32(1) + 1}
+
+    ref = jax.jit(f)
+    g = stored_jit(f, "types")
+    args = (np.arange(3.0, dtype=np.float32), jnp.ones(3), jax.random.key_data(jax.random.key(1)))
+    want = ref(*args)
+    for round_ in ("miss", "hit", "hit-again"):
+        g._memo.clear()  # as a fresh process: build again, from the store
+        got = g(*args)
+        _finish_timers()
+        for k in want:
+            assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, (round_, k)
+            assert got[k].weak_type == want[k].weak_type, (round_, k)
+            assert got[k].committed == want[k].committed, (round_, k)
+            np.testing.assert_array_equal(got[k], want[k])
+    # stored once, then loaded twice; and run ahead, unless the program has a hoisted
+    # constant (an argument the guess cannot supply)
+    hoisted = len(jax._src.core.jaxpr_const_args(jax.make_jaxpr(f)(*args).jaxpr)) > 0
+    assert hoisted == (jax.__version_info__ >= (0, 11)), hoisted  # both paths are covered
+    assert events == (["miss", "hit", "hit"] if hoisted else
+                      ["miss", "ahead", "hit", "ahead", "hit"]), events
