@@ -42,16 +42,18 @@ most ``MAX_FILES`` programs and as many guesses (least recently used deleted fir
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import platform
 import re
 import threading
 import time
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import equinox as eqx
@@ -110,8 +112,29 @@ def _signature(x: Any) -> tuple:
     return (x.shape, str(x.dtype))
 
 
-def _environment() -> bytes:
-    """Everything besides the jaxpr that decides how it lowers and compiles."""
+@functools.lru_cache(maxsize=1)  # a constant of the machine
+def _host_cpu() -> str:
+    """The host CPU's model and instruction-set flags: an executable compiled for one CPU is
+    never loaded on another (a cache folder shared between the nodes of a cluster)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        keep = ("vendor_id", "model name", "flags", "CPU implementer", "CPU part", "Features")
+        seen: dict[str, str] = {}
+        for line in lines:
+            k, _, v = line.partition(":")
+            if k.strip() in keep:
+                seen.setdefault(k.strip(), v.strip())
+        if seen:
+            return repr(sorted(seen.items()))
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()} {platform.platform()}"
+
+
+def _environment(compiler_options: dict) -> bytes:
+    """Everything besides the jaxpr that decides how it lowers and compiles: versions, the
+    backend, JAX's configuration, ``XLA_FLAGS``, the program's XLA options and the CPU."""
     import jaxlib
 
     dev = jax.devices()[0]
@@ -119,33 +142,47 @@ def _environment() -> bytes:
                     if isinstance(v, (bool, int, float, str, type(None))))
     version = getattr(getattr(dev, "client", None), "platform_version", "")
     return repr((FORMAT, jax.__version__, jaxlib.__version__, dev.platform,
-                 dev.device_kind, version, config)).encode()
+                 dev.device_kind, version, config, os.environ.get("XLA_FLAGS", ""),
+                 sorted((str(k), repr(v)) for k, v in compiler_options.items()),
+                 _host_cpu())).encode()
 
 
-def _constants(jaxpr: Any, out: list, seen: set) -> list:
-    """Every constant of ``jaxpr`` and of the jaxprs nested in its equations (an inner
-    ``jit``'s closed-over array is printed as a variable, not by value)."""
+def _jaxprs(jaxpr: Any, seen: set | None = None) -> Iterator[Any]:
+    """``jaxpr`` and every jaxpr nested in its equations (closed and open), each once."""
+    seen = set() if seen is None else seen
     if id(jaxpr) in seen:
-        return out
+        return
     seen.add(id(jaxpr))
-    out.extend(getattr(jaxpr, "consts", None) or ())
-    inner = getattr(jaxpr, "jaxpr", None)  # a ClosedJaxpr's Jaxpr (jax < 0.11)
+    yield jaxpr
+    inner = getattr(jaxpr, "jaxpr", None)  # a ClosedJaxpr's Jaxpr
     if inner is not None and inner is not jaxpr:
-        _constants(inner, out, seen)
+        yield from _jaxprs(inner, seen)
     for eqn in getattr(jaxpr, "eqns", ()):
         for value in eqn.params.values():
             for p in value if isinstance(value, (tuple, list)) else (value,):
                 if hasattr(p, "eqns") or hasattr(p, "consts"):
-                    _constants(p, out, seen)
-    return out
+                    yield from _jaxprs(p, seen)
 
 
-def _program_hash(closed: Any) -> str:
-    h = hashlib.sha256(_environment())
+def _constants(jaxpr: Any) -> list:
+    """Every constant of ``jaxpr`` and of the jaxprs nested in it (an inner ``jit``'s
+    closed-over array is printed as a variable, not by value)."""
+    return [c for j in _jaxprs(jaxpr) for c in getattr(j, "consts", None) or ()]
+
+
+def _calls_python(jaxpr: Any) -> bool:
+    """Whether the program calls back into Python (``jax.pure_callback`` and the like have
+    no effect to show it): such a call is registered in this process only."""
+    return any(eqn.primitive.name.endswith("callback")
+               for j in _jaxprs(jaxpr) for eqn in getattr(j, "eqns", ()))
+
+
+def _program_hash(closed: Any, compiler_options: dict) -> str:
+    h = hashlib.sha256(_environment(compiler_options))
     # every equation parameter printed (not only those JAX's compact form shows, which omits
     # e.g. an inner jit's shardings and options); stable across processes
     h.update(closed.pretty_print(custom_pp_eqn_rules=False).encode())
-    for c in _constants(closed, [], set()):
+    for c in _constants(closed):
         if _is_key(c):
             c = jax.random.key_data(c)
         a = np.asarray(c)
@@ -297,10 +334,11 @@ class stored_jit:
         captured: dict = {}
         flat = self._flat(treedef, static, impls, captured)
         traced = jax.jit(flat, keep_unused=True).trace(*flat_args)
-        if traced.jaxpr.effects or not _plain(traced.jaxpr.out_avals):
+        if traced.jaxpr.effects or not _plain(traced.jaxpr.out_avals) or \
+                _calls_python(traced.jaxpr):
             early.result(None, None)  # callbacks (progress bars) live in this process only
             return self._unstored(traced, captured, impls, leaves)
-        key = _program_hash(traced.jaxpr)
+        key = _program_hash(traced.jaxpr, self.compiler_options)
         path = os.path.join(folder, f"{self.name}-{key}{SUFFIX}")
         hoisted = jaxpr_const_args(traced.jaxpr.jaxpr)
         consts = [c for c, _ in hoisted]
@@ -510,6 +548,13 @@ def _compile(module: Any, options: dict, device: Any) -> Any:
 
 
 def _deserialize(payload: bytes, options: dict, device: Any) -> Any:
+    if device.platform == "cpu":
+        # LAPACK's kernels (Cholesky, eigh, ...) are set up when JAX lowers a linear-algebra
+        # op; a loaded executable skips lowering, so set them up here (jax.export does too),
+        # else the first solve in it calls a null function
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
     return device.client.deserialize_executable(
         payload, xla_client.DeviceList((device,)), _compile_options(options, device))
 

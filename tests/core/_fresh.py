@@ -1,5 +1,5 @@
 """Fresh Python processes for the tests of what persists across them (the compilation cache,
-the store of exported programs): one environment, one way to start a child and read the JSON
+the store of compiled programs): one environment, one way to start a child and read the JSON
 line it prints last."""
 
 import json

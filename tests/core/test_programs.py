@@ -235,3 +235,49 @@ def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, re
     assert hoisted == (jax.__version_info__ >= (0, 11)), hoisted  # both paths are covered
     assert events == (["miss", "hit", "hit"] if hoisted else
                       ["miss", "ahead", "hit", "ahead", "hit"]), events
+
+
+# A Cholesky solve in a stored program, alone in its process: loading it skips the lowering
+# that sets LAPACK's kernels up (on JAX 0.10 the loaded program then called a null function
+# and the process died).
+LAPACK_CHILD = r"""
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax import monitoring
+from ctxppl._programs import stored_jit
+
+counts = {"hit": 0, "miss": 0}
+monitoring.register_event_listener(
+    lambda e, **kw: e.rsplit("/", 1)[1] in counts and e.startswith("/ctxppl/programs/")
+    and counts.__setitem__(e.rsplit("/", 1)[1], counts[e.rsplit("/", 1)[1]] + 1))
+solve = stored_jit(lambda a, b: jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a), b),
+                   "lapack_solve")
+a = np.array([[4.0, 1.0], [1.0, 3.0]], np.float32)
+x = solve(a, np.array([1.0, 2.0], np.float32))
+print(json.dumps({**counts, "x": [float(v) for v in x]}))
+"""
+
+
+def test_a_loaded_program_with_a_lapack_call_runs_in_a_fresh_process(tmp_path):
+    exact = np.linalg.solve([[4.0, 1.0], [1.0, 3.0]], [1.0, 2.0])
+    first = result(start(LAPACK_CHILD, tmp_path, ()))
+    second = result(start(LAPACK_CHILD, tmp_path, ()))
+    assert (first["miss"], second["hit"]) == (1, 1), (first, second)
+    np.testing.assert_allclose(second["x"], exact, rtol=1e-6)
+    assert second["x"] == first["x"]
+
+
+def test_a_program_calling_python_is_never_stored(tmp_path, monkeypatch):
+    """``jax.pure_callback`` has no effect in the jaxpr, but its callback is registered in
+    this process only: such a program is compiled here and not stored."""
+    from ctxppl import _programs
+
+    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
+
+    def f(x):
+        y = jax.pure_callback(lambda v: np.asarray(v) * 3.0, jax.ShapeDtypeStruct((3,), x.dtype), x)
+        return jax.lax.scan(lambda c, _: (c + y, None), x, None, length=2)[0]
+
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(stored_jit(f, "calls_python")(x), 7.0 * np.arange(3.0))
+    assert os.listdir(tmp_path) == []
