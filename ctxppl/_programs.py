@@ -326,9 +326,9 @@ class stored_jit:
         """The program for these arguments, and its output on them."""
         impls = tuple(str(jax.random.key_impl(x)) if _is_key(x) else None for x in leaves)
         flat_args = _raw_keys(leaves, impls)
-        # the executable this call most likely needs is loaded (and, if short, run) now on
-        # another thread, while this one traces; its result is used only if the trace
-        # hashes to the same program
+        # the executable this call most likely needs is loaded (and, if short, started) now,
+        # and runs while this thread traces; its result is used only if the trace hashes to
+        # the same program
         guess = os.path.join(folder, f"{self.name}-{_guess(treedef, s_leaves, leaves)}{GUESS}")
         early = _Early(guess, folder, self.name, self.compiler_options, device, flat_args)
         captured: dict = {}
@@ -336,7 +336,8 @@ class stored_jit:
         traced = jax.jit(flat, keep_unused=True).trace(*flat_args)
         if traced.jaxpr.effects or not _plain(traced.jaxpr.out_avals) or \
                 _calls_python(traced.jaxpr):
-            early.result(None, None)  # callbacks (progress bars) live in this process only
+            early.result(None, None)  # callbacks (progress bars) live in this process only:
+            # a guess that ran ahead is dropped
             return self._unstored(traced, captured, impls, leaves)
         key = _program_hash(traced.jaxpr, self.compiler_options)
         path = os.path.join(folder, f"{self.name}-{key}{SUFFIX}")
@@ -443,12 +444,13 @@ def _time_first_run(guess: str, key: str, outputs: list, t0: float) -> None:
 
 
 class _Early:
-    """The executable a guess file names, loaded on a background thread; and, when that
-    program ran for at most ``SPECULATE_SECONDS`` last time, its outputs on ``args``."""
+    """The executable a guess file names, loaded before the trace; and, when that program ran
+    for at most ``SPECULATE_SECONDS`` last time, started on ``args`` (XLA runs it on its own
+    threads while this one traces)."""
 
     def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any,
                  args: list):
-        self.key, self.seconds, self._out, self._thread = None, None, {}, None
+        self.key, self.seconds, self._out = None, None, {}
         try:
             with open(guess) as f:
                 record = json.load(f)
@@ -456,36 +458,25 @@ class _Early:
         except (OSError, ValueError, KeyError, TypeError):
             return
         self.path = os.path.join(folder, f"{name}-{self.key}{SUFFIX}")
-        try:  # read here: a thread waits for the GIL each time it takes it back
+        try:
             with open(self.path, "rb") as f:
                 header, payload = _unpack(f.read())
-        except Exception as e:  # noqa: BLE001 - reported by the sequential read
-            self._out["error"] = e
-            return
-        run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS
-        if run:  # only on exactly the arguments it takes (so: no hoisted constants)
-            args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
-            run = [[list(x.shape), str(x.dtype)] for x in args] == header["in"]
-
-        def load() -> None:
-            try:
-                executable = _deserialize(payload, options, device)
-                self._out.update(header=header, executable=executable)
-                if run:
+            # loading holds the GIL most of the time: done here, first, the run starts as
+            # early as it can and the trace below overlaps it
+            executable = _deserialize(payload, options, device)
+            self._out.update(header=header, executable=executable)
+            if isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS:
+                xs = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
+                # only on exactly the arguments it takes (so: no hoisted constants)
+                if [[list(x.shape), str(x.dtype)] for x in xs] == header["in"]:
                     self._out["t0"] = time.perf_counter()
-                    self._out["raw"] = _execute(executable, args, device)
-            except Exception as e:  # noqa: BLE001 - reported by the sequential read
-                self._out["error"] = e
-
-        self._thread = threading.Thread(target=load, name="ctxppl-load", daemon=True)
-        self._thread.start()
+                    self._out["raw"] = _execute(executable, xs, device)
+        except Exception:  # noqa: BLE001, S110 - the sequential read reports a bad file
+            pass
 
     def result(self, key: str | None, want: dict | None) -> tuple[Any, Any, Any]:
         """(executable, raw outputs or None, their start) if the guess was program ``key``
         with header ``want``; else Nones."""
-        if self._thread is None:
-            return None, None, None
-        self._thread.join()
         out = self._out
         if key != self.key or out.get("header") != want or "executable" not in out:
             if "raw" in out:
