@@ -248,8 +248,8 @@ def main() -> None:
         "",
         "CPU time (process, all threads) and import, warm cache: " + "; ".join(notes) + ".",
         "Where a warm fresh process's first call spends its time (JAX's own timers, medians; "
-        "the rest is running the program, loading stored executables -- on a thread, while "
-        "tracing -- and Python): " + "; ".join(phase_notes) + ".",
+        "the rest is loading stored executables, running the programs -- alongside the trace, "
+        "when run ahead -- and Python): " + "; ".join(phase_notes) + ".",
         f"`import ctxppl`: {import_ms:.0f} ms by `python -X importtime`, of which setting up "
         f"the cache (`ctxppl._cache` with `platformdirs`) {cache_ms:.1f} ms.",
     ])

@@ -17,8 +17,8 @@ nothing after it is repeated when the store holds the program:
 Loading overlaps the trace. Each call is also described by a *guess* -- the function's name,
 the argument shapes and a digest of the static arguments' code -- and a small file records
 which program that description needed last time and how long it ran. A fresh process reads
-it before tracing, loads that executable on a background thread (XLA releases the GIL) and,
-when it ran for at most ``SPECULATE_SECONDS`` last time, starts it on the arguments. The
+it before tracing and loads that executable; when it ran for at most ``SPECULATE_SECONDS``
+last time, it also starts it on the arguments, and XLA runs it while the trace goes on. The
 outputs are used only if the trace then hashes to that very program; otherwise they are
 dropped and the right program is loaded or compiled. A wrong guess costs a load and at most
 a short run, never a wrong answer.
@@ -72,6 +72,7 @@ SUFFIX = ".xlaexec"      # a compiled program: JSON header line, then XLA's seri
 GUESS = ".guess"         # which program a call with these static arguments needed last time
 FORMAT = "ctxppl-program/2"
 SPECULATE_SECONDS = 2.0  # a guessed program that ran at most this long starts before the check
+LONG_RUN = 0.05          # ... and one that ran at least this long is loaded before the trace
 _OLD = (".jaxexport",)   # files of earlier formats, deleted when the store is next written
 _MEMO_SIZE = 64          # compiled programs remembered per process and function
 
@@ -327,8 +328,7 @@ class stored_jit:
         impls = tuple(str(jax.random.key_impl(x)) if _is_key(x) else None for x in leaves)
         flat_args = _raw_keys(leaves, impls)
         # the executable this call most likely needs is loaded (and, if short, started) now,
-        # and runs while this thread traces; its result is used only if the trace hashes to
-        # the same program
+        # alongside the trace; its result is used only if the trace hashes to that program
         guess = os.path.join(folder, f"{self.name}-{_guess(treedef, s_leaves, leaves)}{GUESS}")
         early = _Early(guess, folder, self.name, self.compiler_options, device, flat_args)
         captured: dict = {}
@@ -444,39 +444,52 @@ def _time_first_run(guess: str, key: str, outputs: list, t0: float) -> None:
 
 
 class _Early:
-    """The executable a guess file names, loaded before the trace; and, when that program ran
-    for at most ``SPECULATE_SECONDS`` last time, started on ``args`` (XLA runs it on its own
-    threads while this one traces)."""
+    """The executable a guess file names, loaded before the trace is checked; and, when that
+    program ran for at most ``SPECULATE_SECONDS`` last time, started on ``args``.
+
+    Loading holds the GIL most of the time. A program that ran long (``LONG_RUN`` or more)
+    is loaded and started here, first, so that the trace overlaps the run; a short one is
+    loaded on a thread, so that the trace overlaps what of the load does not hold the GIL.
+    """
 
     def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any,
                  args: list):
-        self.key, self.seconds, self._out = None, None, {}
+        self.key, self.seconds, self._out, self._thread = None, None, {}, None
         try:
             with open(guess) as f:
                 record = json.load(f)
             self.key, self.seconds = str(record["key"]), record.get("seconds")
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        self.path = os.path.join(folder, f"{name}-{self.key}{SUFFIX}")
-        try:
+            self.path = os.path.join(folder, f"{name}-{self.key}{SUFFIX}")
             with open(self.path, "rb") as f:
                 header, payload = _unpack(f.read())
-            # loading holds the GIL most of the time: done here, first, the run starts as
-            # early as it can and the trace below overlaps it
-            executable = _deserialize(payload, options, device)
-            self._out.update(header=header, executable=executable)
-            if isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS:
-                xs = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
-                # only on exactly the arguments it takes (so: no hoisted constants)
-                if [[list(x.shape), str(x.dtype)] for x in xs] == header["in"]:
+        except Exception:  # noqa: BLE001 - no guess; or a bad file, reported by _read
+            return
+        run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS
+        if run:  # only on exactly the arguments it takes (so: no hoisted constants)
+            args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
+            run = [[list(x.shape), str(x.dtype)] for x in args] == header["in"]
+
+        def load() -> None:
+            try:
+                executable = _deserialize(payload, options, device)
+                self._out.update(header=header, executable=executable)
+                if run:
                     self._out["t0"] = time.perf_counter()
-                    self._out["raw"] = _execute(executable, xs, device)
-        except Exception:  # noqa: BLE001, S110 - the sequential read reports a bad file
-            pass
+                    self._out["raw"] = _execute(executable, args, device)
+            except Exception:  # noqa: BLE001, S110 - _read reports a bad file
+                pass
+
+        if run and self.seconds >= LONG_RUN:
+            load()
+        else:
+            self._thread = threading.Thread(target=load, name="ctxppl-load", daemon=True)
+            self._thread.start()
 
     def result(self, key: str | None, want: dict | None) -> tuple[Any, Any, Any]:
         """(executable, raw outputs or None, their start) if the guess was program ``key``
         with header ``want``; else Nones."""
+        if self._thread is not None:
+            self._thread.join()
         out = self._out
         if key != self.key or out.get("header") != want or "executable" not in out:
             if "raw" in out:

@@ -192,13 +192,17 @@ def _finish_timers():
             t.join(timeout=60)
 
 
-def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, request):
+@pytest.mark.parametrize("long_run", [0.0, 1e9], ids=["load-first", "load-on-a-thread"])
+def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, request,
+                                                        long_run):
     """Loaded (a hit) and run ahead (a hit whose guess ran it early), a program returns the
     values, dtypes, weak types and commitment ``jax.jit`` gives, with a closed-over array
-    (JAX >= 0.11 passes it as a hidden argument) and arguments on the host and the device."""
+    (JAX >= 0.11 passes it as a hidden argument) and arguments on the host and the device;
+    loaded before the trace (as a long run is) or on a thread beside it (a short one)."""
     from ctxppl import _programs
 
     monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
+    monkeypatch.setattr(_programs, "LONG_RUN", long_run)
     from jax._src import monitoring
 
     events = []
