@@ -52,7 +52,6 @@ import threading
 import time
 import warnings
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,6 +63,7 @@ from jax._src.core import ShapedArray, jaxpr_const_args  # the constants JAX pas
 from jax._src.lib import xla_client  # DeviceList: the devices an executable is loaded on
 
 from ctxppl._files import atomic_write
+from ctxppl._lru import LRU
 
 __all__ = ["stored_jit", "program_folder", "MAX_FILES", "SUFFIX", "GUESS"]
 
@@ -272,8 +272,7 @@ class stored_jit:
         self._jit_options = {"compiler_options": self.compiler_options} if compiler_options \
             else {}
         self._fallback = eqx.filter_jit(fun, **self._jit_options)
-        self._memo: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo: LRU[_Program] = LRU(_MEMO_SIZE)
 
     def _cache_size(self) -> int:
         """Programs compiled in this process (stored and fallback): tests count them."""
@@ -292,17 +291,11 @@ class stored_jit:
             hash(memo_key)
         except TypeError:  # an unhashable static argument: as eqx.filter_jit would fail
             return self._fallback(*args)
-        with self._lock:
-            program = self._memo.get(memo_key)
-            if program is not None:
-                self._memo.move_to_end(memo_key)
+        program = self._memo.get(memo_key)
         if program is not None:
             return program(leaves)
         program, out = self._build(leaves, treedef, static, s_leaves, folder, device)
-        with self._lock:
-            self._memo[memo_key] = program
-            while len(self._memo) > _MEMO_SIZE:
-                self._memo.popitem(last=False)
+        self._memo.put(memo_key, program)
         return out
 
     # ---------------------------------------------------------------- building

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +20,12 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS
 
+from ctxppl._lru import LRU
 from ctxppl._programs import stored_jit
 
 __all__ = ["run_nuts"]
 
-_CACHE_SIZE = 16
-_cache: OrderedDict[Any, tuple[Callable, threading.Lock | None]] = OrderedDict()
-_cache_lock = threading.Lock()
+_RUNNERS: LRU[tuple[Callable, threading.Lock | None]] = LRU(16)
 
 
 class _ArrayMarker:
@@ -123,16 +121,7 @@ def _cached_runner(model: Callable, args: tuple, kwargs: dict, opts: dict[str, A
     except TypeError:  # unhashable static arguments: a fresh runner, compiled anew
         run, _ = _runner(model, treedef, statics, opts, method)
         return run, None, arrays
-    with _cache_lock:
-        entry = _cache.get(key)
-        if entry is None:
-            entry = _runner(model, treedef, statics, opts, method)
-            _cache[key] = entry
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        else:
-            _cache.move_to_end(key)
-    run, lock = entry
+    run, lock = _RUNNERS.get_or_make(key, lambda: _runner(model, treedef, statics, opts, method))
     if lock is not None and not lock.acquire(blocking=False):
         run, _ = _runner(model, treedef, statics, opts, method)  # busy: do not wait
         return run, None, arrays

@@ -5,8 +5,6 @@ Everything here works inside ``jax.jit`` (the model is traced, nothing is concre
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -22,6 +20,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 
 from ctxppl._handlers import minibatch, per_shard_minibatch, subsample_with_replacement, weight
+from ctxppl._lru import LRU
 
 __all__ = ["latent_and_param_sites", "initial_unconstrained", "constrain_substitute",
            "neg_log_joint", "constrained_values", "obs_neg_log_lik", "wrap_model",
@@ -211,9 +210,7 @@ def _trace_structure(model, args, kwargs):  # noqa: ANN001, ANN202
 # Structures already traced, keyed by the model and the shapes/dtypes of the array arguments
 # (values of the other arguments): a second fit, predict or to_arviz at the same shapes does
 # not trace the model again. Derived values only, like jit's own cache.
-_STRUCTURES: OrderedDict[Any, ModelStructure] = OrderedDict()
-_STRUCTURES_SIZE = 64
-_STRUCTURES_LOCK = threading.Lock()
+_STRUCTURES: LRU[ModelStructure] = LRU(64)
 
 
 def _structure_key(model, full, args, kwargs):  # noqa: ANN001, ANN202
@@ -234,17 +231,11 @@ def model_structure(model, args, kwargs, full=False):  # noqa: ANN001, ANN201
     shapes; ``full=True`` traces it with every plate at full size (no subsampling), as
     ``predict`` runs it. Remembered per model and argument shapes (the last 64)."""
     cache_key = _structure_key(model, full, args, kwargs)
-    if cache_key is not None:
-        with _STRUCTURES_LOCK:
-            hit = _STRUCTURES.get(cache_key)
-            if hit is not None:
-                _STRUCTURES.move_to_end(cache_key)
-                return hit
+    hit = None if cache_key is None else _STRUCTURES.get(cache_key)
+    if hit is not None:
+        return hit
     traced = wrap_model(model, full=True) if full else model
-    structure = _trace_structure(traced, args, kwargs)
+    structure = _trace_structure(traced, args, kwargs)  # outside the lock: it may take long
     if cache_key is not None:
-        with _STRUCTURES_LOCK:
-            _STRUCTURES[cache_key] = structure
-            while len(_STRUCTURES) > _STRUCTURES_SIZE:
-                _STRUCTURES.popitem(last=False)
+        _STRUCTURES.put(cache_key, structure)
     return structure

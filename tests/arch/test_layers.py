@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / "ctxppl"
 #: docs/architecture.md.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("ctxppl._files", "ctxppl._moved", "ctxppl._version", "ctxppl._cache",
-              "ctxppl._programs", "ctxppl._warnings")),
+              "ctxppl._lru", "ctxppl._programs", "ctxppl._warnings")),
     ("primitives", ("ctxppl._primitives",)),
     ("encoders", ("ctxppl.nn",)),
     ("handlers", ("ctxppl._handlers", "ctxppl.handlers")),
