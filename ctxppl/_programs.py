@@ -7,7 +7,8 @@ nothing after it is repeated when the store holds the program:
 
 1. trace (``jax.jit(...).trace``) and hash the jaxpr's text (every equation parameter),
    its constants and those of every jaxpr nested in it (an inner ``jit`` keeps its own),
-   the JAX and jaxlib versions, the backend and JAX's configuration;
+   the JAX and jaxlib versions, the backend, JAX's configuration, ``XLA_FLAGS``, the
+   program's XLA options and the host CPU's model and instruction-set flags;
 2. a hit loads the executable stored under that hash (a JSON header line and XLA's
    serialized executable, zlib-compressed; never pickle) and calls it with the program's
    hoisted constants and the flat arguments;
@@ -25,19 +26,24 @@ a short run, never a wrong answer.
 
 The key is the program itself, not the Python code that produced it: a changed model, data
 shape, option or library changes the jaxpr, and so the key. A program with side effects (a
-progress-bar callback) is never stored: it is compiled in-process as by ``jax.jit`` (and
-JAX's persistent cache serves it). A stored file that cannot be read is reported (a
-``RuntimeWarning`` naming the file), deleted and rebuilt. Within a process, compiled
-programs are remembered per static arguments and array shapes, like ``eqx.filter_jit``. Each
-build records a ``jax.monitoring`` event: ``/ctxppl/programs/hit`` (loaded from the store),
-``/ctxppl/programs/miss`` (compiled and stored) or ``/ctxppl/programs/unstored`` (compiled
-in-process only); and ``/ctxppl/programs/ahead`` or ``/ctxppl/programs/ahead_discarded``
-when a guessed program was started before the check (its outputs used, or dropped).
+progress-bar callback) or a call back into Python (``jax.pure_callback``) is never stored:
+it is compiled in-process as by ``jax.jit`` (and JAX's persistent cache serves it). A stored
+file that cannot be read is reported (a ``RuntimeWarning`` naming the file), deleted and
+rebuilt. Within a process, compiled programs are remembered per static arguments and array
+shapes, like ``eqx.filter_jit``. Each build records a ``jax.monitoring`` event:
+``/ctxppl/programs/hit`` (loaded from the store), ``/ctxppl/programs/miss`` (compiled and
+stored) or ``/ctxppl/programs/unstored`` (compiled in-process only); and
+``/ctxppl/programs/ahead`` or ``/ctxppl/programs/ahead_discarded`` when a guessed program
+was started before the check (its outputs used, or dropped).
 
 The store is ``<JAX's compilation cache folder>/ctxppl-programs``; it is on exactly when
 JAX's persistent compilation cache is (see :mod:`ctxppl._cache`; ``CTXPPL_NO_CACHE=1`` turns
 both off), for single-process programs whose arrays are on the default device, and holds at
 most ``MAX_FILES`` programs and as many guesses (least recently used deleted first).
+
+Loading and calling an executable without lowering uses JAX internals (``jax._src``: the
+client's (de)serialization, hoisted constants, ``ArrayImpl``), checked by the test suite on
+JAX 0.10 and 0.12; a JAX without them turns the store off (``eqx.filter_jit`` as before).
 """
 
 from __future__ import annotations
@@ -58,9 +64,13 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-from jax._src.array import ArrayImpl  # an output with the traced type, as jax.jit builds it
-from jax._src.core import ShapedArray, jaxpr_const_args  # the constants JAX passes as arguments
-from jax._src.lib import xla_client  # DeviceList: the devices an executable is loaded on
+
+try:  # JAX internals (checked on JAX 0.10 and 0.12); without them the store is off
+    from jax._src.array import ArrayImpl  # an output with the traced type, as jax.jit gives
+    from jax._src.core import ShapedArray, jaxpr_const_args  # constants passed as arguments
+    from jax._src.lib import xla_client  # DeviceList: the devices an executable is loaded on
+except ImportError:  # pragma: no cover - a JAX that moved them
+    ArrayImpl = ShapedArray = jaxpr_const_args = xla_client = None
 
 from ctxppl._files import atomic_write
 from ctxppl._lru import LRU
@@ -88,7 +98,8 @@ def program_folder() -> str | None:
     """
     from ctxppl._cache import ENV_OFF, _off
 
-    if _off(os.environ.get(ENV_OFF)) or not jax.config.jax_enable_compilation_cache:
+    if _off(os.environ.get(ENV_OFF)) or not jax.config.jax_enable_compilation_cache or \
+            xla_client is None:
         return None
     root = jax.config.jax_compilation_cache_dir
     if not root or jax.process_count() > 1:
@@ -342,12 +353,16 @@ class stored_jit:
             executable = _read(path, want, self.compiler_options, device)
         event = "hit"
         if executable is None:  # compile it here, from the lowered program, and store it
-            executable = _compile(traced.lower().compiler_ir("stablehlo"),
-                                  self.compiler_options, device)
+            try:
+                executable = _compile(traced.lower().compiler_ir("stablehlo"),
+                                      self.compiler_options, device)
+                data = _pack(want, executable.serialize())
+            except Exception:  # noqa: BLE001 - internals moved (or XLA failed): as jax.jit
+                return self._unstored(traced, captured, impls, leaves)
             if len(executable.get_parameter_layouts()) != len(want["in"]):
                 # not exactly these arguments (a JAX that passes other hidden arguments)
                 return self._unstored(traced, captured, impls, leaves)
-            _write(path, _pack(want, executable.serialize()))
+            _write(path, data)
             event = "miss"
         jax.monitoring.record_event(f"/ctxppl/programs/{event}")
         call = _Loaded(executable, consts, tuple(traced.jaxpr.out_avals), device)
