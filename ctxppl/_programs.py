@@ -224,8 +224,8 @@ def _evict(folder: str) -> None:
 class _Program:
     """One compiled program of a :class:`stored_jit` function, with how to call it."""
 
-    def __init__(self, call: Callable, out: tuple, impls: tuple, stored: str | None):
-        self.call, self.out, self.impls, self.stored = call, out, impls, stored
+    def __init__(self, call: Callable, out: tuple, impls: tuple):
+        self.call, self.out, self.impls = call, out, impls
 
     def __call__(self, leaves: list) -> Any:
         return self.finish(self.call(*_raw_keys(leaves, self.impls)))
@@ -254,11 +254,15 @@ class _Loaded:
                 for aval, o in zip(self.out_avals, raw, strict=True)]
 
 
+def _on_device(xs: list, device: Any) -> list:
+    """Host arrays put on ``device``; JAX arrays as they are."""
+    return [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in xs]
+
+
 def _execute(executable: Any, xs: list, device: Any) -> list:
     """Dispatch ``executable`` on ``xs`` (asynchronously, as jax.jit): its raw outputs."""
-    args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in xs]
-    return [o[0] for o in
-            executable.execute_sharded(args).disassemble_into_single_device_arrays()]
+    return [o[0] for o in executable.execute_sharded(_on_device(xs, device))
+            .disassemble_into_single_device_arrays()]
 
 
 class stored_jit:
@@ -356,17 +360,16 @@ class stored_jit:
             try:
                 executable = _compile(traced.lower().compiler_ir("stablehlo"),
                                       self.compiler_options, device)
+                if len(executable.get_parameter_layouts()) != len(want["in"]):
+                    raise ValueError("the executable takes other (hidden) arguments")
                 data = _pack(want, executable.serialize())
             except Exception:  # noqa: BLE001 - internals moved (or XLA failed): as jax.jit
-                return self._unstored(traced, captured, impls, leaves)
-            if len(executable.get_parameter_layouts()) != len(want["in"]):
-                # not exactly these arguments (a JAX that passes other hidden arguments)
                 return self._unstored(traced, captured, impls, leaves)
             _write(path, data)
             event = "miss"
         jax.monitoring.record_event(f"/ctxppl/programs/{event}")
         call = _Loaded(executable, consts, tuple(traced.jaxpr.out_avals), device)
-        program = _Program(call, captured["out"], impls, path)
+        program = _Program(call, captured["out"], impls)
         if raw is None:
             t0 = time.perf_counter()
             raw = _execute(executable, [*call.consts, *flat_args], device)
@@ -379,7 +382,7 @@ class stored_jit:
         """Compile in this process only, as ``jax.jit`` does."""
         jax.monitoring.record_event("/ctxppl/programs/unstored")
         compiled = traced.lower().compile(self.compiler_options or None)
-        program = _Program(compiled, captured["out"], impls, None)
+        program = _Program(compiled, captured["out"], impls)
         return program, program(leaves)
 
 
@@ -474,7 +477,7 @@ class _Early:
             return
         run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS
         if run:  # only on exactly the arguments it takes (so: no hoisted constants)
-            args = [x if isinstance(x, jax.Array) else jax.device_put(x, device) for x in args]
+            args = _on_device(args, device)
             run = [[list(x.shape), str(x.dtype)] for x in args] == header["in"]
 
         def load() -> None:
