@@ -76,7 +76,8 @@ PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
           "/jax/core/compile/backend_compile_duration": "load"}
 phases = dict.fromkeys(PHASES.values(), 0.0)
-stored = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0}
+stored = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0,
+          "prefetched": 0}
 def on_duration(event, secs, **kw):
     if event in PHASES:
         phases[PHASES[event]] += secs
@@ -218,8 +219,9 @@ def main() -> None:
             phase_notes.append(
                 f"{what}: tracing {ph['trace']:.2f} s; lowering {ph['lower']:.2f} s and "
                 f"compiling or loading {ph['load']:.2f} s by JAX for programs outside the store; "
-                f"stored programs: {st['hit']} loaded ({st['ahead']} of them run ahead of "
-                f"their check), {st['miss']} new, {st['unstored']} not storable")
+                f"stored programs: {st['hit']} loaded ({st.get('prefetched', 0)} of them "
+                f"before the caller's checks; {st['ahead']} run ahead of their check), "
+                f"{st['miss']} new, {st['unstored']} not storable")
     cli_rows = []
     if "cli" in results:
         r = results["cli"]

@@ -26,6 +26,8 @@ class LRU(Generic[V]):
         (True, 2)
         >>> memo.get_or_make("d", lambda: 4)
         4
+        >>> memo.pop("d"), memo.pop("d")
+        (4, None)
     """
 
     def __init__(self, size: int):
@@ -53,6 +55,11 @@ class LRU(Generic[V]):
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+    def pop(self, key: Hashable) -> V | None:
+        """Remove ``key`` and return its value, or ``None``."""
+        with self._lock:
+            return self._items.pop(key, None)
 
     def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
         """The value of ``key``, made by ``make()`` (under the lock: made once) if absent."""

@@ -22,7 +22,9 @@ it before tracing and loads that executable; when it ran for at most ``SPECULATE
 last time, it also starts it on the arguments, and XLA runs it while the trace goes on. The
 outputs are used only if the trace then hashes to that very program; otherwise they are
 dropped and the right program is loaded or compiled. A wrong guess costs a load and at most
-a short run, never a wrong answer.
+a short run, never a wrong answer. A caller that checks its inputs before the call can start
+the load earlier still with :meth:`stored_jit.prefetch` (``ctx.fit`` does, before it traces
+the model's structure).
 
 The key is the program itself, not the Python code that produced it: a changed model, data
 shape, option or library changes the jaxpr, and so the key. A program with side effects (a
@@ -34,7 +36,8 @@ shapes, like ``eqx.filter_jit``. Each build records a ``jax.monitoring`` event:
 ``/ctxppl/programs/hit`` (loaded from the store), ``/ctxppl/programs/miss`` (compiled and
 stored) or ``/ctxppl/programs/unstored`` (compiled in-process only); and
 ``/ctxppl/programs/ahead`` or ``/ctxppl/programs/ahead_discarded`` when a guessed program
-was started before the check (its outputs used, or dropped).
+was started before the check (its outputs used, or dropped); and
+``/ctxppl/programs/prefetched`` when the program used was loaded by a prefetch.
 
 The store is ``<JAX's compilation cache folder>/ctxppl-programs``; it is on exactly when
 JAX's persistent compilation cache is (see :mod:`ctxppl._cache`; ``CTXPPL_NO_CACHE=1`` turns
@@ -85,6 +88,7 @@ SPECULATE_SECONDS = 2.0  # a guessed program that ran at most this long starts b
 LONG_RUN = 0.05          # ... and one that ran at least this long is loaded before the trace
 _OLD = (".jaxexport",)   # files of earlier formats, deleted when the store is next written
 _MEMO_SIZE = 64          # compiled programs remembered per process and function
+_PENDING_SIZE = 4        # prefetched executables held per function until their call
 
 
 def program_folder() -> str | None:
@@ -288,30 +292,74 @@ class stored_jit:
             else {}
         self._fallback = eqx.filter_jit(fun, **self._jit_options)
         self._memo: LRU[_Program] = LRU(_MEMO_SIZE)
+        self._pending: LRU[_Early] = LRU(_PENDING_SIZE)  # prefetched, not yet called
 
     def _cache_size(self) -> int:
         """Programs compiled in this process (stored and fallback): tests count them."""
         return len(self._memo) + self._fallback._cached._cache_size()
 
-    def __call__(self, *args: Any) -> Any:
+    def _call_of(self, args: tuple) -> tuple | None:
+        """What a call on ``args`` is: (leaves, treedef, static, static leaves, folder,
+        device, memo key); ``None`` when it goes to ``eqx.filter_jit`` (store off, several
+        devices, an unhashable static argument)."""
         dynamic, static = eqx.partition(args, eqx.is_array)
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         folder = program_folder()
         device = _device(leaves) if folder is not None else None
         if device is None:
-            return self._fallback(*args)
+            return None
         s_leaves, s_def = jax.tree_util.tree_flatten(static)
         try:
             memo_key = (treedef, s_def, tuple(s_leaves), tuple(map(_signature, leaves)))
             hash(memo_key)
         except TypeError:  # an unhashable static argument: as eqx.filter_jit would fail
+            return None
+        return leaves, treedef, static, s_leaves, folder, device, memo_key
+
+    def __call__(self, *args: Any) -> Any:
+        call = self._call_of(args)
+        if call is None:
             return self._fallback(*args)
+        leaves, treedef, static, s_leaves, folder, device, memo_key = call
         program = self._memo.get(memo_key)
         if program is not None:
             return program(leaves)
         program, out = self._build(leaves, treedef, static, s_leaves, folder, device)
         self._memo.put(memo_key, program)
         return out
+
+    def prefetch(self, *args: Any) -> None:
+        """Start loading, on a thread, the stored program that a call on ``args`` needed last
+        time, so that a caller's own checks before the call overlap the load.
+
+        Nothing is traced, run or checked here: the call itself checks, as always, that its
+        trace is the loaded program (a prefetch on other arguments than the call's is a
+        wasted load, never a wrong answer). A no-op when the store is off, the program is
+        already compiled in this process or no guess is recorded.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> f = stored_jit(lambda x: 2 * x)
+            >>> f.prefetch(jnp.ones(3))
+            >>> f(jnp.ones(3))
+            Array([2., 2., 2.], dtype=float32)
+        """
+        call = self._call_of(args)
+        if call is None:
+            return
+        leaves, treedef, _, s_leaves, folder, device, memo_key = call
+        if self._memo.get(memo_key) is not None:
+            return
+        guess = self._guess_path(folder, treedef, s_leaves, leaves)
+        if self._pending.get(guess) is None:
+            early = _Early(guess, folder, self.name, self.compiler_options, device)
+            if early.key is not None:
+                early.prefetched = True
+                early.prefetch()
+                self._pending.put(guess, early)
+
+    def _guess_path(self, folder: str, treedef: Any, s_leaves: list, leaves: list) -> str:
+        return os.path.join(folder, f"{self.name}-{_guess(treedef, s_leaves, leaves)}{GUESS}")
 
     # ---------------------------------------------------------------- building
     def _flat(self, treedef: Any, static: Any, impls: tuple, captured: dict) -> Callable:
@@ -337,8 +385,10 @@ class stored_jit:
         flat_args = _raw_keys(leaves, impls)
         # the executable this call most likely needs is loaded (and, if short, started) now,
         # alongside the trace; its result is used only if the trace hashes to that program
-        guess = os.path.join(folder, f"{self.name}-{_guess(treedef, s_leaves, leaves)}{GUESS}")
-        early = _Early(guess, folder, self.name, self.compiler_options, device, flat_args)
+        guess = self._guess_path(folder, treedef, s_leaves, leaves)
+        early = self._pending.pop(guess) or _Early(guess, folder, self.name,
+                                                   self.compiler_options, device)
+        early.start(flat_args)
         captured: dict = {}
         flat = self._flat(treedef, static, impls, captured)
         traced = jax.jit(flat, keep_unused=True).trace(*flat_args)
@@ -456,45 +506,76 @@ def _time_first_run(guess: str, key: str, outputs: list, t0: float) -> None:
 
 class _Early:
     """The executable a guess file names, loaded before the trace is checked; and, when that
-    program ran for at most ``SPECULATE_SECONDS`` last time, started on ``args``.
+    program ran for at most ``SPECULATE_SECONDS`` last time, started on the arguments.
 
-    Loading holds the GIL most of the time. A program that ran long (``LONG_RUN`` or more)
-    is loaded and started here, first, so that the trace overlaps the run; a short one is
-    loaded on a thread, so that the trace overlaps what of the load does not hold the GIL.
+    A program that ran long (``LONG_RUN`` or more) is loaded and started first, on the
+    calling thread, so that the trace overlaps its run; a short one is loaded (and started)
+    on a thread beside the trace. :meth:`prefetch` starts the load on a thread earlier still,
+    before the caller's own checks; :meth:`start` then leaves the run to that thread, which
+    starts it as soon as the executable is loaded.
     """
 
-    def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any,
-                 args: list):
-        self.key, self.seconds, self._out, self._thread = None, None, {}, None
-        try:
+    def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any):
+        self.key = self.seconds = self._args = self._thread = None
+        self.prefetched = False
+        self._options, self._device, self._out = options, device, {}
+        self._lock = threading.Lock()
+        try:  # read here: Python work on a thread waits for the GIL the trace holds
             with open(guess) as f:
                 record = json.load(f)
-            self.key, self.seconds = str(record["key"]), record.get("seconds")
-            self.path = os.path.join(folder, f"{name}-{self.key}{SUFFIX}")
+            key, self.seconds = str(record["key"]), record.get("seconds")
+            self.path = os.path.join(folder, f"{name}-{key}{SUFFIX}")
             with open(self.path, "rb") as f:
-                header, payload = _unpack(f.read())
+                self._header, self._payload = _unpack(f.read())
         except Exception:  # noqa: BLE001 - no guess; or a bad file, reported by _read
             return
-        run = isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS
-        if run:  # only on exactly the arguments it takes (so: no hoisted constants)
-            args = _on_device(args, device)
-            run = [[list(x.shape), str(x.dtype)] for x in args] == header["in"]
+        self.key = key
 
-        def load() -> None:
-            try:
-                executable = _deserialize(payload, options, device)
-                self._out.update(header=header, executable=executable)
-                if run:
-                    self._out["t0"] = time.perf_counter()
-                    self._out["raw"] = _execute(executable, args, device)
-            except Exception:  # noqa: BLE001, S110 - _read reports a bad file
-                pass
+    def _load(self) -> None:
+        """Load the executable (XLA releases the GIL for most of it); run it on the
+        arguments :meth:`start` left."""
+        try:
+            executable = _deserialize(self._payload, self._options, self._device)
+        except Exception:  # noqa: BLE001 - _read reports a bad file
+            return
+        with self._lock:
+            self._out.update(header=self._header, executable=executable)
+            if self._args is not None:
+                self._run(self._args)
 
-        if run and self.seconds >= LONG_RUN:
-            load()
-        else:
-            self._thread = threading.Thread(target=load, name="ctxppl-load", daemon=True)
+    def _run(self, args: list) -> None:
+        """Start the loaded program on ``args`` if they are exactly what it takes (with the
+        lock held). A program with hoisted constants takes more: it waits for the check."""
+        if [[list(x.shape), str(x.dtype)] for x in args] != self._out["header"]["in"]:
+            return
+        try:
+            self._out["t0"] = time.perf_counter()
+            self._out["raw"] = _execute(self._out["executable"], args, self._device)
+        except Exception:  # noqa: BLE001 - the checked path runs it again, and reports
+            self._out.pop("raw", None)
+
+    def prefetch(self) -> None:
+        """Start loading on a thread (once)."""
+        if self.key is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="ctxppl-load", daemon=True)
             self._thread.start()
+
+    def start(self, args: list) -> None:
+        """Load (unless prefetched) and, when the program ran for at most
+        ``SPECULATE_SECONDS`` last time, run it on ``args`` (flat, keys as raw data)."""
+        if self.key is None:
+            return
+        if isinstance(self.seconds, float) and self.seconds <= SPECULATE_SECONDS:
+            args = _on_device(args, self._device)
+            with self._lock:
+                if "executable" in self._out:
+                    self._run(args)
+                else:
+                    self._args = args  # run by whoever finishes the load
+            if self._thread is None and self.seconds >= LONG_RUN:
+                self._load()
+                return
+        self.prefetch()
 
     def result(self, key: str | None, want: dict | None) -> tuple[Any, Any, Any]:
         """(executable, raw outputs or None, their start) if the guess was program ``key``
@@ -508,6 +589,8 @@ class _Early:
             return None, None, None
         if "raw" in out:
             jax.monitoring.record_event("/ctxppl/programs/ahead")
+        if self.prefetched:
+            jax.monitoring.record_event("/ctxppl/programs/prefetched")
         try:
             os.utime(self.path)  # recently used: evicted last
         except OSError:

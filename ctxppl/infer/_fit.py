@@ -179,12 +179,16 @@ def _status_message(code: int, info: dict[str, Any], method: str) -> str:
     return msg
 
 
-def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, ANN202
+def _inputs(model, args, model_kwargs, method, key, options):  # noqa: ANN001, ANN202
     if not callable(model):
         raise TypeError(f"`model` must be a callable NumPyro model; got {type(model).__name__}.")
     opts = _options(method, options)
     key = normalize_key(key)
     args, kwargs = normalize_inputs(model, tuple(args), dict(model_kwargs or {}))
+    return opts, key, args, kwargs
+
+
+def _structure(model, args, kwargs, opts):  # noqa: ANN001, ANN202
     try:
         structure = model_structure(model, args, kwargs, full=True)  # predict's, reused by it
     except (AssertionError, ValueError, IndexError) as e:  # e.g. numpyro on a 0-size plate
@@ -194,7 +198,22 @@ def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, 
         check_broadcasting(structure)
     if opts.get("plate") is not None:
         _plate_size(structure, opts["plate"], "plate")
-    return opts, key, args, kwargs, structure
+    return structure
+
+
+def _prepare(model, args, model_kwargs, method, key, options):  # noqa: ANN001, ANN202
+    opts, key, args, kwargs = _inputs(model, args, model_kwargs, method, key, options)
+    return opts, key, args, kwargs, _structure(model, args, kwargs, opts)
+
+
+def _prefetch(model, method, opts, key, args, kwargs):  # noqa: ANN001, ANN202
+    """Start loading the stored optimiser program that this fit most likely runs (the common
+    case: one device, no member weights), so that the model's checks overlap the load."""
+    if method in ("nuts", "marginal") or opts["weights"] is not None or \
+            opts.get("val_weights") is not None or opts.get("val_split") or \
+            mesh_of((args, kwargs)) is not None:
+        return
+    run_opt.prefetch(model, _spec(method, opts), key, args, kwargs, None, None, np.int32(0))
 
 
 def _val_weights(opts, structure, key):  # noqa: ANN001, ANN202
@@ -286,8 +305,9 @@ def fit(model: Callable, *args: Any, method: str = "map", key: Any = None,
         Array([[ 1., -1.]], dtype=float32)
     """
     t0 = time.perf_counter()
-    opts, key, args, kwargs, structure = _prepare(model, args, model_kwargs, method, key,
-                                                  options)
+    opts, key, args, kwargs = _inputs(model, args, model_kwargs, method, key, options)
+    _prefetch(model, method, opts, key, args, kwargs)
+    structure = _structure(model, args, kwargs, opts)
     param_names = tuple(n for n, s in structure.sites.items() if s.type == "param")
     if method == "nuts":
         if mesh_of((args, kwargs)) is not None:

@@ -1,11 +1,12 @@
 """The store of compiled programs (ctxppl/_programs.py), checked in fresh processes.
 
 A second process fitting and predicting the same model loads both programs from the store
-(``/ctxppl/programs/hit`` events, no new files), runs both ahead of their check (the guess
-files name them) and gets bit-identical results; a model that differs by one constant gets
-its own programs and its own answer, although the guess (same code, names and shapes) ran
-the old program ahead: the key is the traced program, never the code's name; a corrupted entry is reported by name, rebuilt and gives
-the right answer; a program with a progress-bar callback is never stored; two processes
+(``/ctxppl/programs/hit`` events, no new files), the fit's before its model checks (a
+prefetch), runs both ahead of their check (the guess files name them) and gets bit-identical
+results; a model that differs by one constant gets its own programs and its own answer,
+although the guess (same code, names and shapes) ran the old program ahead: the key is the
+traced program, never the code's name; a corrupted entry is reported by name, rebuilt and
+gives the right answer; a program with a progress-bar callback is never stored; two processes
 writing one store at once leave readable entries; ``CTXPPL_NO_CACHE=1`` stores nothing.
 """
 
@@ -27,7 +28,8 @@ CHILD = r"""
 import json, sys, warnings
 from jax import monitoring
 
-counts = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0}
+counts = {"hit": 0, "miss": 0, "unstored": 0, "ahead": 0, "ahead_discarded": 0,
+          "prefetched": 0}
 def listen(event, **kw):
     if event.startswith("/ctxppl/programs/"):
         counts[event.rsplit("/", 1)[1]] += 1
@@ -83,6 +85,7 @@ def test_second_process_loads_both_programs_and_agrees_bit_for_bit(tmp_path):
     second = _run(tmp_path)
     assert (second["hit"], second["miss"]) == (2, 0), second
     assert (second["ahead"], second["ahead_discarded"]) == (2, 0), second  # both ran early
+    assert second["prefetched"] == 1, second  # ctx.fit loaded its program before its checks
     assert _stored(tmp_path) == files  # nothing new written
     assert second["b"] == first["b"] and second["mean"] == first["mean"]
     for guess in _stored(tmp_path, GUESS):  # each names a stored program and its run time
@@ -192,13 +195,15 @@ def _finish_timers():
             t.join(timeout=60)
 
 
-@pytest.mark.parametrize("long_run", [0.0, 1e9], ids=["load-first", "load-on-a-thread"])
+@pytest.mark.parametrize(("long_run", "prefetch"), [(0.0, False), (1e9, False), (0.0, True)],
+                         ids=["load-first", "load-on-a-thread", "prefetched"])
 def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, request,
-                                                        long_run):
+                                                        long_run, prefetch):
     """Loaded (a hit) and run ahead (a hit whose guess ran it early), a program returns the
     values, dtypes, weak types and commitment ``jax.jit`` gives, with a closed-over array
     (JAX >= 0.11 passes it as a hidden argument) and arguments on the host and the device;
-    loaded before the trace (as a long run is) or on a thread beside it (a short one)."""
+    loaded before the trace (as a long run is), on a thread beside it (a short one) or on a
+    thread started by an earlier ``prefetch`` (then run by that thread)."""
     from ctxppl import _programs
 
     monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
@@ -226,7 +231,11 @@ def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, re
     want = ref(*args)
     for round_ in ("miss", "hit", "hit-again"):
         g._memo.clear()  # as a fresh process: build again, from the store
+        if prefetch:
+            g.prefetch(*args)
+            assert len(g._pending) == (round_ != "miss"), round_  # a guess exists after a run
         got = g(*args)
+        assert len(g._pending) == 0, round_  # the call took what was prefetched
         _finish_timers()
         for k in want:
             assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, (round_, k)
@@ -237,8 +246,11 @@ def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, re
     # constant (an argument the guess cannot supply)
     hoisted = len(jax._src.core.jaxpr_const_args(jax.make_jaxpr(f)(*args).jaxpr)) > 0
     assert hoisted == (jax.__version_info__ >= (0, 11)), hoisted  # both paths are covered
-    assert events == (["miss", "hit", "hit"] if hoisted else
-                      ["miss", "ahead", "hit", "ahead", "hit"]), events
+    hit = ["prefetched", "hit"] if prefetch else ["hit"]
+    ahead = [] if hoisted else ["ahead"]
+    assert events == ["miss", *ahead, *hit, *ahead, *hit], events
+    g.prefetch(*args)  # compiled in this process already: nothing to load
+    assert len(g._pending) == 0
 
 
 # A Cholesky solve in a stored program, alone in its process: loading it skips the lowering
