@@ -204,8 +204,9 @@ def main() -> None:
         r = results[what]
         cold, warm = _median(r["cold"], "first"), _median(r["warm"], "first")
         comp = _median(r["warm"], "compiled")
+        each = sorted(x["first"] / x["compiled"] for x in r["warm"])  # within one process
         rows.append(f"| {names[what]} | {cold:.2f} s | **{warm:.2f} s** | {comp:.2f} s | "
-                    f"{warm / comp:.1f}x |")
+                    f"{warm / comp:.2f}x (per process {each[0]:.2f}-{each[-1]:.2f}x) |")
         notes.append(f"{what}: CPU seconds cold {_median(r['cold'], 'first_cpu'):.2f}, warm "
                      f"{_median(r['warm'], 'first_cpu'):.2f}, compiled "
                      f"{_median(r['warm'], 'compiled_cpu'):.2f}; import "
