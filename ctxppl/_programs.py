@@ -9,9 +9,10 @@ nothing after it is repeated when the store holds the program:
    its constants and those of every jaxpr nested in it (an inner ``jit`` keeps its own),
    the JAX and jaxlib versions, the backend, JAX's configuration, ``XLA_FLAGS``, the
    program's XLA options and the host CPU's model and instruction-set flags;
-2. a hit loads the executable stored under that hash (a JSON header line and XLA's
+2. a hit loads the executable stored under that hash (a JSON header line, then XLA's
    serialized executable, zlib-compressed; never pickle) and calls it with the program's
-   hoisted constants and the flat arguments;
+   hoisted constants (arrays the function closes over, which JAX >= 0.11 passes as hidden
+   arguments) and the flat arguments;
 3. a miss lowers and compiles the program here, writes the executable atomically (a
    temporary file in the same folder, renamed into place) and calls it the same way.
 
@@ -19,8 +20,10 @@ Loading overlaps the trace. Each call is also described by a *guess* -- the func
 the argument shapes and a digest of the static arguments' code -- and a small file records
 which program that description needed last time and how long it ran. A fresh process reads
 it before tracing and loads that executable; when it ran for at most ``SPECULATE_SECONDS``
-last time, it also starts it on the arguments, and XLA runs it while the trace goes on. The
-outputs are used only if the trace then hashes to that very program; otherwise they are
+last time, it also starts it on the arguments, and XLA runs it while the trace goes on (on
+the hoisted constants stored beside it: up to ``MAX_CONSTANTS`` bytes of them; a program
+closing over more waits for its trace). The outputs are used only if the trace then hashes
+to that very program -- constants' values included; otherwise they are
 dropped and the right program is loaded or compiled. A wrong guess costs a load and at most
 a short run, never a wrong answer. A caller that checks its inputs before the call can start
 the load earlier still with :meth:`stored_jit.prefetch` (``ctx.fit`` does, before it traces
@@ -83,8 +86,9 @@ __all__ = ["stored_jit", "program_folder", "MAX_FILES", "SUFFIX", "GUESS"]
 MAX_FILES = 512          # programs kept in the store (each ~10-500 KB)
 SUFFIX = ".xlaexec"      # a compiled program: JSON header line, then XLA's serialized executable
 GUESS = ".guess"         # which program a call with these static arguments needed last time
-FORMAT = "ctxppl-program/2"
+FORMAT = "ctxppl-program/3"
 SPECULATE_SECONDS = 2.0  # a guessed program that ran at most this long starts before the check
+MAX_CONSTANTS = 4 << 20  # bytes of closed-over arrays stored beside a program (to run it early)
 LONG_RUN = 0.05          # ... and one that ran at least this long is loaded before the trace
 _OLD = (".jaxexport",)   # files of earlier formats, deleted when the store is next written
 _MEMO_SIZE = 64          # compiled programs remembered per process and function
@@ -412,7 +416,7 @@ class stored_jit:
                                       self.compiler_options, device)
                 if len(executable.get_parameter_layouts()) != len(want["in"]):
                     raise ValueError("the executable takes other (hidden) arguments")
-                data = _pack(want, executable.serialize())
+                data = _pack(want, executable.serialize(), consts)
             except Exception:  # noqa: BLE001 - internals moved (or XLA failed): as jax.jit
                 return self._unstored(traced, captured, impls, leaves)
             _write(path, data)
@@ -526,7 +530,8 @@ class _Early:
             key, self.seconds = str(record["key"]), record.get("seconds")
             self.path = os.path.join(folder, f"{name}-{key}{SUFFIX}")
             with open(self.path, "rb") as f:
-                self._header, self._payload = _unpack(f.read())
+                self._header, payload = _unpack(f.read())
+            self._consts, self._payload = _split(self._header, payload)
         except Exception:  # noqa: BLE001 - no guess; or a bad file, reported by _read
             return
         self.key = key
@@ -544,8 +549,11 @@ class _Early:
                 self._run(self._args)
 
     def _run(self, args: list) -> None:
-        """Start the loaded program on ``args`` if they are exactly what it takes (with the
-        lock held). A program with hoisted constants takes more: it waits for the check."""
+        """Start the loaded program on its stored constants and ``args`` if they are exactly
+        what it takes (with the lock held). A program whose constants were too large to store
+        waits for the check. (The key covers the constants' values: outputs computed with
+        other values than the trace's are dropped with the guess.)"""
+        args = [*self._consts, *args]
         if [[list(x.shape), str(x.dtype)] for x in args] != self._out["header"]["in"]:
             return
         try:
@@ -599,20 +607,49 @@ class _Early:
 
 
 def _header(traced: Any, const_avals: list) -> dict:
-    """What a stored executable must take and give: argument and output types."""
+    """What a stored executable must take and give: argument types (its hoisted constants
+    first: ``consts`` of them, stored in the file when ``stored_consts``) and output types."""
     ins = [*const_avals, *(v.aval for v in traced.jaxpr.jaxpr.invars)]
+    storable = all(type(a) is ShapedArray and not jax.dtypes.issubdtype(
+        a.dtype, jax.dtypes.extended) for a in const_avals) and \
+        sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in const_avals) <= MAX_CONSTANTS
     return {"format": FORMAT,
             "in": [[list(a.shape), str(a.dtype)] for a in ins],
             "out": [[list(a.shape), str(a.dtype), bool(a.weak_type)]
-                    for a in traced.jaxpr.out_avals]}
+                    for a in traced.jaxpr.out_avals],
+            "consts": len(const_avals), "stored_consts": bool(const_avals) and storable}
 
 
-def _pack(header: dict, executable: bytes) -> bytes:
-    """One stored file: a JSON header line, then the executable compressed by zlib (a fifth
-    of its size; zlib's checksum finds a torn or altered file before XLA sees it)."""
-    payload = zlib.compress(executable)
+def _pack(header: dict, executable: bytes, consts: list) -> bytes:
+    """One stored file: a JSON header line, then the hoisted constants' bytes (when the
+    header says they are stored) and the executable, compressed by zlib (a fifth of their
+    size; zlib's checksum finds a torn or altered file before XLA sees it). No pickle."""
+    blob = b"".join(np.ascontiguousarray(np.asarray(c)).tobytes() for c in consts) \
+        if header["stored_consts"] else b""
+    payload = zlib.compress(blob + executable)
     return json.dumps({**header, "size": len(payload)}, sort_keys=True).encode() + b"\n" + \
         payload
+
+
+def _np_dtype(name: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError:  # bfloat16 and friends: ml_dtypes (a JAX dependency) defines them
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+def _split(header: dict, payload: bytes) -> tuple[list, bytes]:
+    """The stored constants (host arrays, read-only views) and the executable's bytes."""
+    consts, at = [], 0
+    if header["stored_consts"]:
+        for shape, dtype in header["in"][: header["consts"]]:
+            dt = _np_dtype(dtype)
+            count = int(np.prod(shape))
+            consts.append(np.frombuffer(payload, dt, count, at).reshape(shape))
+            at += count * dt.itemsize
+    return consts, payload[at:]
 
 
 def _unpack(data: bytes) -> tuple[dict, bytes]:
@@ -669,7 +706,7 @@ def _read(path: str, want: dict, options: dict, device: Any) -> Any:
         header, payload = _unpack(data)
         if header != want:
             raise ValueError(f"its signature {header} is not the program's {want}")
-        executable = _deserialize(payload, options, device)
+        executable = _deserialize(_split(header, payload)[1], options, device)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
         warnings.warn(f"ctxppl: the stored program {path!r} cannot be read "
                       f"({type(e).__name__}: {e}); it is deleted and compiled anew.",
