@@ -1,6 +1,6 @@
 """Fresh processes: what a script, a notebook kernel or `ctxppl fit` waits for, cold and warm.
 
-    python bench/fresh_process.py [--runs 3] [--only seed_map,mixed,nuts,cli]
+    python bench/fresh_process.py [--runs 3] [--only seed_map,mixed,nuts,closure,cli]
 
 Each workload runs in new Python processes: one warm-up process (fills the compilation
 cache, warms the OS file cache), then ``--runs`` processes each with an *empty* cache folder
@@ -13,8 +13,10 @@ from outside (wall of the whole command) and its status lines give the writing t
 Workloads: the seed tutorial's MAP fit + predict on the 5,404 unobserved patients
 (``ctx.datasets.fit_seed_map``); ``ctx.mixed`` on lme4's sleepstudy
 (``Reaction ~ Days + (Days | Subject)``); NUTS on the seed's hierarchical model (50 groups,
-500 + 500 draws, 2 vectorized chains, as bench/nuts_reuse.py); ``ctxppl fit`` on a 300-row
-CSV (regression, MAP, default outputs).
+500 + 500 draws, 2 vectorized chains, as bench/nuts_reuse.py); a MAP fit of a NumPyro
+regression that closes over its 2000 x 20 design matrix (JAX >= 0.11 passes such arrays to
+the program as hidden arguments; the store keeps them beside it); ``ctxppl fit`` on a
+300-row CSV (regression, MAP, default outputs).
 """
 
 from __future__ import annotations
@@ -70,6 +72,19 @@ elif what == "nuts":
                           chain_method="vectorized", num_warmup=500, num_samples=500,
                           num_chains=2)
         return float(np.mean(fit.samples["mu"]))
+elif what == "closure":  # the NumPyro idiom of a model closing over its design matrix
+    import numpyro, numpyro.distributions as dist
+    import jax.numpy as jnp
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(2000, 20)).astype(np.float32))
+    y = np.asarray(X @ np.linspace(-1, 1, 20) + rng.normal(size=2000) * 0.5, np.float32)
+    def model(y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([20]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with ctx.plate("n", 2000):
+            numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+    def work(k):
+        return float(ctx.fit(model, y, key=k, num_steps=3000, progress=False).params["sigma"])
 # where the first call's time goes, by JAX's own timers (seconds) and ctxppl's store events
 from jax import monitoring
 PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -171,7 +186,7 @@ def _import_cost() -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="seed_map,mixed,nuts,cli")
+    ap.add_argument("--only", default="seed_map,mixed,nuts,closure,cli")
     args = ap.parse_args()
     todo = args.only.split(",")
     base = tempfile.mkdtemp(prefix="ctxppl-fresh-")
@@ -196,9 +211,10 @@ def main() -> None:
             "|---|---|---|---|---|"]
     names = {"seed_map": "seed MAP fit + predict (5,404 patients)",
              "mixed": "`ctx.mixed` sleepstudy `Reaction ~ Days + (Days \\| Subject)`",
-             "nuts": "NUTS, seed hierarchical model (50 groups, 2 x 500 + 500)"}
+             "nuts": "NUTS, seed hierarchical model (50 groups, 2 x 500 + 500)",
+             "closure": "MAP, a NumPyro model closing over its 2000 x 20 design matrix"}
     notes = []
-    for what in ("seed_map", "mixed", "nuts"):
+    for what in ("seed_map", "mixed", "nuts", "closure"):
         if what not in results:
             continue
         r = results[what]
@@ -212,7 +228,7 @@ def main() -> None:
                      f"{_median(r['warm'], 'compiled_cpu'):.2f}; import "
                      f"{_median(r['warm'], 'import'):.2f} s")
     phase_notes = []
-    for what in ("seed_map", "mixed", "nuts"):
+    for what in ("seed_map", "mixed", "nuts", "closure"):
         if what in results:
             ph = {k: _median([r["phases"] for r in results[what]["warm"]], k)
                   for k in ("trace", "lower", "load")}
