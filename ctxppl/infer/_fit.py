@@ -24,7 +24,7 @@ from ctxppl.infer._distributed import (
 )
 from ctxppl.infer._loop import NONFINITE, STATUS, LoopOptions, progress_bar
 from ctxppl.infer._nuts import run_nuts
-from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, run_opt, run_opt_many
+from ctxppl.infer._optim import GUIDES, OPTIMIZERS, OptSpec, fit_many_draws, run_opt, run_opt_many
 from ctxppl.infer._result import Fit, FitError
 from ctxppl.infer._sites import model_structure
 from ctxppl.infer._validate import (
@@ -491,7 +491,7 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
     given = sum(x is not None for x in (weights, indices)) + bool(bootstrap)
     if given > 1:
         raise ValueError("give at most one of `weights`, `indices`, `bootstrap=True`.")
-    W = None
+    W, size = None, 0  # member weights and the plate's size (when weights are drawn)
     if given:
         size = _plate_size(structure, plate, "weights" if weights is not None else
                            "indices" if indices is not None else "bootstrap")
@@ -509,13 +509,8 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
                                  f"range [{idx.min()}, {idx.max()}].")
             W = jnp.asarray(np.stack([np.bincount(r, minlength=size) for r in idx]),
                             dtype=jnp.result_type(float))
-        else:
-            if num_fits is None:
-                raise ValueError("`num_fits` is required with bootstrap=True.")
-            kb = jax.random.fold_in(key, 17)
-            draws = jax.random.randint(kb, (num_fits, size), 0, size)
-            W = jax.vmap(lambda r: jnp.bincount(r, length=size))(draws).astype(
-                jnp.result_type(float))
+        elif num_fits is None:
+            raise ValueError("`num_fits` is required with bootstrap=True.")
     B = W.shape[0] if W is not None else num_fits
     if B is None or B < 1:
         raise ValueError(f"`num_fits` must be a positive int (or give weights/indices); got "
@@ -524,14 +519,12 @@ def fit_many(model: Callable, *args: Any, method: str = "map", key: Any = None,
         raise ValueError(f"`num_fits`={num_fits} disagrees with {W.shape[0]} weight rows.")
     opts["plate"] = plate
     spec = _spec(method, opts)
-    keys = jax.random.split(key, B)
-    V = None
-    if opts.get("val_split"):  # each fit holds out its own random members for early stopping
+    n_val = 0
+    if opts.get("val_split"):
         size = _plate_size(structure, plate, "val_split")
         n_val = max(1, int(round(opts["val_split"] * size)))
-        V = jax.vmap(lambda k: jnp.zeros(size).at[
-            jax.random.permutation(jax.random.fold_in(k, 11), size)[:n_val]].set(1.0))(keys)
-        W = (jnp.ones((B, size)) if W is None else W) * (1.0 - V)
+    key_data, W, V = fit_many_draws(key, W, B, size, bool(bootstrap), n_val)
+    keys = jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(key))
     place = FitSharding(devs, B)
     show = opts["progress"] and jax.process_index() == 0  # one bar, on process 0
     with progress_bar(spec.loop.num_steps, f"ctxppl {method} x{B}", show) as token:

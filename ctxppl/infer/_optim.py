@@ -33,7 +33,8 @@ from ctxppl.infer._sites import (
     wrap_model,
 )
 
-__all__ = ["OptSpec", "run_opt", "run_opt_many", "make_optimizer", "make_guide", "GUIDES"]
+__all__ = ["OptSpec", "run_opt", "run_opt_many", "fit_many_draws", "make_optimizer",
+           "make_guide", "GUIDES"]
 
 OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd, "rmsprop": optax.rmsprop,
@@ -209,3 +210,23 @@ def _run_opt_many_impl(model, spec, keys, args, kwargs, weights, val_weights, to
 
 
 run_opt_many = stored_jit(_run_opt_many_impl, "run_opt_many")
+
+
+def _fit_many_draws_impl(key, weights, num_fits, size, bootstrap, num_val):  # noqa: ANN001, ANN202
+    """``ctx.fit_many``'s random inputs: each fit's key (as key data), its bootstrap member
+    weights (when ``bootstrap``) and its ``num_val`` held-out members (when positive), in
+    one program rather than one small compiled program per step in every fresh process."""
+    keys = jax.random.split(key, num_fits)
+    if bootstrap:
+        draws = jax.random.randint(jax.random.fold_in(key, 17), (num_fits, size), 0, size)
+        weights = jax.vmap(lambda r: jnp.bincount(r, length=size))(draws).astype(
+            jnp.result_type(float))
+    val = None
+    if num_val:  # each fit holds out its own random members for early stopping
+        val = jax.vmap(lambda k: jnp.zeros(size).at[
+            jax.random.permutation(jax.random.fold_in(k, 11), size)[:num_val]].set(1.0))(keys)
+        weights = (jnp.ones((num_fits, size)) if weights is None else weights) * (1.0 - val)
+    return jax.random.key_data(keys), weights, val
+
+
+fit_many_draws = stored_jit(_fit_many_draws_impl, "fit_many_draws")

@@ -349,3 +349,44 @@ def test_a_program_run_ahead_on_stored_constants_is_dropped_when_they_changed(
     np.testing.assert_array_equal(stored_jit(_closing_over(ones), "big")(x), x * 1000.0)
     hoisted = jax.__version_info__ >= (0, 11)  # else the table is inside the program
     assert events == (["miss", "hit"] if hoisted else ["miss", "ahead", "hit"]), events
+
+
+# ctx.fit_many with bootstrap resamples and early stopping on held-out members: its random
+# inputs are one stored program beside the fits' own, so a warm process compiles nothing.
+MANY_CHILD = r"""
+import json
+from jax import monitoring
+counts = {"hit": 0, "miss": 0, "unstored": 0, "jax_compiles": 0}
+def listen(event, **kw):
+    if event.startswith("/ctxppl/programs/") and event.rsplit("/", 1)[1] in counts:
+        counts[event.rsplit("/", 1)[1]] += 1
+def timed(event, secs, **kw):
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+        counts["jax_compiles"] += 1  # a program lowered by JAX, outside the store
+monitoring.register_event_listener(listen)
+monitoring.register_event_duration_secs_listener(timed)
+import numpy as np, numpyro, numpyro.distributions as dist
+import ctxppl as ctx
+
+def model(x, y=None):
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    with ctx.plate("n", x.shape[0]):
+        numpyro.sample("y", dist.Normal(b * x, 1.0), obs=y)
+
+x = np.linspace(0.0, 1.0, 40).astype(np.float32)
+fits = ctx.fit_many(model, x, 2.0 * x, key=3, num_fits=4, num_steps=300, bootstrap=True,
+                    plate="n", val_split=0.2, progress=False)
+print(json.dumps({**counts, "b": np.asarray(fits.params["b"]).tolist(),
+                  "w": np.asarray(fits.diagnostics["weights"]).tolist()}))
+"""
+
+
+def test_fit_many_in_a_warm_process_compiles_nothing(tmp_path):
+    first = result(start(MANY_CHILD, tmp_path, ()))
+    assert first["miss"] == 2 and first["hit"] == 0, first  # the draws and the fits
+    second = result(start(MANY_CHILD, tmp_path, ()))
+    assert (second["hit"], second["miss"], second["unstored"]) == (2, 0, 0), second
+    assert second["jax_compiles"] == 0, second  # no eager op compiled either
+    assert second["b"] == first["b"] and second["w"] == first["w"]
+    w = np.asarray(first["w"])  # bootstrap counts of 40 members, 20% of them held out
+    assert w.shape == (4, 40) and np.all(w == np.round(w)) and np.all((w == 0).sum(1) >= 8)
