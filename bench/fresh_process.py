@@ -1,6 +1,6 @@
 """Fresh processes: what a script, a notebook kernel or `ctxppl fit` waits for, cold and warm.
 
-    python bench/fresh_process.py [--runs 3] [--only seed_map,mixed,nuts,closure,cli]
+    python bench/fresh_process.py [--runs 3] [--only seed_map,mixed,nuts,closure,many,cli]
 
 Each workload runs in new Python processes: one warm-up process (fills the compilation
 cache, warms the OS file cache), then ``--runs`` processes each with an *empty* cache folder
@@ -15,8 +15,9 @@ Workloads: the seed tutorial's MAP fit + predict on the 5,404 unobserved patient
 (``Reaction ~ Days + (Days | Subject)``); NUTS on the seed's hierarchical model (50 groups,
 500 + 500 draws, 2 vectorized chains, as bench/nuts_reuse.py); a MAP fit of a NumPyro
 regression that closes over its 2000 x 20 design matrix (JAX >= 0.11 passes such arrays to
-the program as hidden arguments; the store keeps them beside it); ``ctxppl fit`` on a
-300-row CSV (regression, MAP, default outputs).
+the program as hidden arguments; the store keeps them beside it); ``ctx.fit_many`` with 16
+bootstrap resamples and early stopping; ``ctxppl fit`` on a 300-row CSV (regression, MAP,
+default outputs).
 """
 
 from __future__ import annotations
@@ -85,6 +86,20 @@ elif what == "closure":  # the NumPyro idiom of a model closing over its design 
             numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
     def work(k):
         return float(ctx.fit(model, y, key=k, num_steps=3000, progress=False).params["sigma"])
+elif what == "many":  # ctx.fit_many: 16 bootstrap fits with early stopping
+    import numpyro, numpyro.distributions as dist
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200).astype(np.float32)
+    y = (1.5 * x + rng.normal(size=200)).astype(np.float32)
+    def model(x, y=None):
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        with ctx.plate("n", x.shape[0]):
+            numpyro.sample("y", dist.Normal(b * x, s), obs=y)
+    def work(k):
+        fits = ctx.fit_many(model, x, y, key=k, num_fits=16, bootstrap=True, plate="n",
+                            val_split=0.2, num_steps=1000, progress=False)
+        return float(np.mean(fits.params["b"]))
 # where the first call's time goes, by JAX's own timers (seconds) and ctxppl's store events
 from jax import monitoring
 PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -186,7 +201,7 @@ def _import_cost() -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="seed_map,mixed,nuts,closure,cli")
+    ap.add_argument("--only", default="seed_map,mixed,nuts,closure,many,cli")
     args = ap.parse_args()
     todo = args.only.split(",")
     base = tempfile.mkdtemp(prefix="ctxppl-fresh-")
@@ -212,9 +227,10 @@ def main() -> None:
     names = {"seed_map": "seed MAP fit + predict (5,404 patients)",
              "mixed": "`ctx.mixed` sleepstudy `Reaction ~ Days + (Days \\| Subject)`",
              "nuts": "NUTS, seed hierarchical model (50 groups, 2 x 500 + 500)",
-             "closure": "MAP, a NumPyro model closing over its 2000 x 20 design matrix"}
+             "closure": "MAP, a NumPyro model closing over its 2000 x 20 design matrix",
+             "many": "`ctx.fit_many`, 16 bootstrap MAP fits with early stopping (200 rows)"}
     notes = []
-    for what in ("seed_map", "mixed", "nuts", "closure"):
+    for what in ("seed_map", "mixed", "nuts", "closure", "many"):
         if what not in results:
             continue
         r = results[what]
@@ -228,7 +244,7 @@ def main() -> None:
                      f"{_median(r['warm'], 'compiled_cpu'):.2f}; import "
                      f"{_median(r['warm'], 'import'):.2f} s")
     phase_notes = []
-    for what in ("seed_map", "mixed", "nuts", "closure"):
+    for what in ("seed_map", "mixed", "nuts", "closure", "many"):
         if what in results:
             ph = {k: _median([r["phases"] for r in results[what]["warm"]], k)
                   for k in ("trace", "lower", "load")}
