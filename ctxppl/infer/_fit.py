@@ -384,7 +384,6 @@ def _fit_marginal(model, args, kwargs, key, opts, structure, param_names, t0):  
 
 
 def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # noqa: ANN001, ANN202
-    k_map, k_mcmc = jax.random.split(key)
     fixed: dict[str, Any] = {}
     w = None
     if opts["weights"] is not None:
@@ -396,9 +395,10 @@ def _fit_nuts(model, args, kwargs, key, opts, structure, param_names, t0):  # no
                     **(opts["map_options"] or {})}
         if opts["weights"] is not None:
             map_opts.update(weights=opts["weights"], plate=opts["plate"])
-        map_fit = fit(model, *args, method="map", key=k_map, model_kwargs=kwargs, **map_opts)
+        map_fit = fit(model, *args, method="map", key=jax.random.split(key)[0],
+                      model_kwargs=kwargs, **map_opts)
         fixed = {k: map_fit.params[k] for k in param_names}
-    samples, diag = run_nuts(model, k_mcmc, args, kwargs, opts, fixed, w)
+    samples, diag = run_nuts(model, key, args, kwargs, opts, fixed, w)  # chains: split(key)[1]
     samples = jax.device_get(samples)
     params = {**fixed, **{k: np.mean(np.asarray(v), axis=(0, 1)) for k, v in samples.items()}}
     checked, per_sample = checked_sites(structure, samples)

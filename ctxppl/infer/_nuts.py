@@ -88,7 +88,7 @@ def _runner(model: Callable, treedef: Any, statics: tuple, opts: dict[str, Any],
 
     def drive(mcmc: MCMC, key: Any, fixed: dict, arrays: list, weights: Any) -> tuple:
         run_args = (fixed, arrays) if weights is None else (fixed, arrays, weights)
-        mcmc.run(key, *run_args, extra_fields=("diverging",))
+        mcmc.run(jax.random.split(key)[1], *run_args, extra_fields=("diverging",))
         return (mcmc.get_samples(group_by_chain=True),
                 mcmc.get_extra_fields(group_by_chain=True)["diverging"])
 
@@ -131,7 +131,9 @@ def _cached_runner(model: Callable, args: tuple, kwargs: dict, opts: dict[str, A
 def run_nuts(model, key, args, kwargs, opts: dict[str, Any], fixed: dict[str, Any],  # noqa: ANN001, ANN201
              weights: Any = None):
     """Sample the latent sites of ``model`` with NUTS (``fixed`` param sites substituted,
-    optional member ``weights`` on ``opts["plate"]``).
+    optional member ``weights`` on ``opts["plate"]``); the chains draw from
+    ``jax.random.split(key)[1]`` (the first half seeds an empirical-Bayes MAP fit), split
+    inside the compiled sampler so that a fresh process compiles no program for it.
 
     Returns ``(samples grouped by chain, {"divergences", "divergences_per_chain"})``; R-hat
     and ESS are computed by the caller (:mod:`ctxppl.infer._diagnostics`), which knows which
