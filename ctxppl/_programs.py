@@ -356,9 +356,9 @@ class stored_jit:
             return
         guess = self._guess_path(folder, treedef, s_leaves, leaves)
         if self._pending.get(guess) is None:
-            early = _Early(guess, folder, self.name, self.compiler_options, device)
+            early = _Early(guess, folder, self.name, self.compiler_options, device,
+                           prefetched=True)
             if early.key is not None:
-                early.prefetched = True
                 early.prefetch()
                 self._pending.put(guess, early)
 
@@ -519,9 +519,10 @@ class _Early:
     starts it as soon as the executable is loaded.
     """
 
-    def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any):
+    def __init__(self, guess: str, folder: str, name: str, options: dict, device: Any,
+                 prefetched: bool = False):
         self.key = self.seconds = self._args = self._thread = None
-        self.prefetched = False
+        self.prefetched = prefetched  # made by stored_jit.prefetch (reported when used)
         self._options, self._device, self._out = options, device, {}
         self._lock = threading.Lock()
         try:  # read here: Python work on a thread waits for the GIL the trace holds
