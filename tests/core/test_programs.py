@@ -196,6 +196,25 @@ def _finish_timers():
             t.join(timeout=60)
 
 
+def _store_events(tmp_path, monkeypatch, request):
+    """The store moved to ``tmp_path`` for this test; the list its events are appended to
+    (``hit``, ``miss``, ``ahead``, ...), listened to until the test ends."""
+    from jax._src import monitoring
+
+    from ctxppl import _programs
+
+    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
+    events = []
+
+    def listen(event, **kw):
+        if event.startswith("/ctxppl/programs/"):
+            events.append(event.rsplit("/")[-1])
+
+    monitoring.register_event_listener(listen)
+    request.addfinalizer(lambda: monitoring.unregister_event_listener(listen))
+    return events
+
+
 @pytest.mark.parametrize(("long_run", "prefetch"), [(0.0, False), (1e9, False), (0.0, True)],
                          ids=["load-first", "load-on-a-thread", "prefetched"])
 def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, request,
@@ -207,18 +226,8 @@ def test_a_loaded_program_returns_what_jax_jit_returns(tmp_path, monkeypatch, re
     thread started by an earlier ``prefetch`` (then run by that thread)."""
     from ctxppl import _programs
 
-    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
     monkeypatch.setattr(_programs, "LONG_RUN", long_run)
-    from jax._src import monitoring
-
-    events = []
-
-    def listen(event, **kw):
-        if event.startswith("/ctxppl/programs/"):
-            events.append(event.rsplit("/")[-1])
-
-    monitoring.register_event_listener(listen)
-    request.addfinalizer(lambda: monitoring.unregister_event_listener(listen))
+    events = _store_events(tmp_path, monkeypatch, request)
     table = np.linspace(0.0, 1.0, 1000, dtype=np.float32)  # JAX >= 0.11 hoists it
 
     def f(x, w, k):
@@ -314,19 +323,9 @@ def test_a_program_run_ahead_on_stored_constants_is_dropped_when_they_changed(
     values, so those outputs are dropped and the second function gets its own program and its
     own answer. A hoisted table above ``MAX_CONSTANTS`` is not stored: that program loads but
     waits for its trace."""
-    from jax._src import monitoring
-
     from ctxppl import _programs
 
-    monkeypatch.setattr(_programs, "program_folder", lambda: str(tmp_path))
-    events = []
-
-    def listen(event, **kw):
-        if event.startswith("/ctxppl/programs/"):
-            events.append(event.rsplit("/")[-1])
-
-    monitoring.register_event_listener(listen)
-    request.addfinalizer(lambda: monitoring.unregister_event_listener(listen))
+    events = _store_events(tmp_path, monkeypatch, request)
     x = np.arange(3.0, dtype=np.float32)
     ones, twos = np.ones(1000, np.float32), np.full(1000, 2.0, np.float32)
 
