@@ -4,11 +4,19 @@ Every encoder acts on a single context vector ``c`` of shape ``(in_size,)`` and 
 array of shape ``out_shape`` (``ctx.contextual`` vmaps it over members). Each stores its
 constructor arguments as static fields, so :meth:`Encoder.reinit` can draw fresh initial
 values from a key -- ``ctx.encoder`` uses that to start every seed somewhere else.
+
+``reinit`` runs inside every compiled fit. The constructors draw each array with its own
+random call (``eqx.nn.MLP`` makes ten, each a loop in the compiled program: a third of a
+MAP program's instructions, and of the time a fresh process takes to load it). So the
+encoders here also say which uniform each array starts from (``_init_widths``) and
+``reinit`` draws all of them with one call: the same distribution as the constructor's,
+other values.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -84,6 +92,28 @@ def _key(key: PRNGKeyArray | None) -> PRNGKeyArray:
     return jax.random.key(0) if key is None else key
 
 
+def _linear_widths(module: Any) -> Any:
+    """``module`` with the arrays of every ``eqx.nn.Linear`` in it (stacked ones too)
+    replaced by the half-width Equinox draws them from, uniform on ``[-w, w]`` with
+    ``w = 1/sqrt(in_features)``; every other array by ``None`` (not known)."""
+    def widths(node: Any) -> Any:
+        if isinstance(node, eqx.nn.Linear):
+            n = 1 if node.in_features == "scalar" else node.in_features
+            w = 1.0 / math.sqrt(n) if n else 1.0
+            return jax.tree_util.tree_map(lambda x: w if eqx.is_array(x) else x, node)
+        return _UNKNOWN if eqx.is_array(node) else node
+
+    return jax.tree_util.tree_map(widths, module,
+                                  is_leaf=lambda x: isinstance(x, eqx.nn.Linear))
+
+
+class _Unknown:
+    """Marks an array whose initial distribution an encoder does not describe."""
+
+
+_UNKNOWN = _Unknown()
+
+
 class Encoder(eqx.Module):
     """Base class of ctxppl encoders: ``__call__(c) -> params`` on one context vector.
 
@@ -95,10 +125,61 @@ class Encoder(eqx.Module):
     linear_fields: ClassVar[tuple[str, ...]] = ()
 
     def reinit(self, key: PRNGKeyArray) -> Encoder:
-        """The same architecture with fresh initial values drawn from ``key``."""
+        """The same architecture with fresh initial values drawn from ``key``.
+
+        When the class says which uniform its constructor draws each array from
+        (``_init_widths``, declared beside that constructor), all arrays are drawn with one
+        random call; otherwise (a subclass with its own ``__init__``, complex arrays) the
+        constructor is called with ``key``.
+
+        Examples:
+            >>> import jax, ctxppl as ctx
+            >>> enc = ctx.nn.MLP(3, 2, width=8, depth=2)
+            >>> new = enc.reinit(jax.random.key(1))
+            >>> bool((abs(new.mlp.layers[1].weight) <= 8 ** -0.5).all())
+            True
+        """
+        leaves, treedef = jax.tree_util.tree_flatten(self)
+        widths = self._declared_widths()
+        if widths is not None:
+            widths = treedef.flatten_up_to(widths)
+            arrays = [i for i, x in enumerate(leaves) if eqx.is_array(x)]
+            if all(isinstance(widths[i], float) and jnp.issubdtype(leaves[i].dtype, jnp.floating)
+                   for i in arrays):
+                return jax.tree_util.tree_unflatten(treedef, _uniform_like(
+                    key, leaves, arrays, [widths[i] for i in arrays]))
         names = [p for p in inspect.signature(type(self).__init__).parameters
                  if p not in ("self", "key")]
         return type(self)(**{n: getattr(self, n) for n in names}, key=key)
+
+    def _declared_widths(self) -> Any:
+        """``_init_widths()`` if the class that defines it also defines the constructor in
+        use (a subclass that draws its arrays otherwise is not described by it)."""
+        cls = type(self)
+        owner = next((c for c in cls.__mro__ if "_init_widths" in c.__dict__), None)
+        if owner is None or owner is Encoder or cls.__init__ is not owner.__dict__.get("__init__"):
+            return None
+        return self._init_widths()
+
+    def _init_widths(self) -> Any:
+        """``self`` with each array replaced by the half-width ``w`` of the uniform on
+        ``[-w, w]`` its constructor draws it from (``0.0``: it starts at zero)."""
+        return None
+
+
+def _uniform_like(key: PRNGKeyArray, leaves: list, arrays: list[int],
+                  widths: list[float]) -> list:
+    """``leaves`` with ``leaves[i]`` for ``i`` in ``arrays`` redrawn uniform on ``[-w, w]``,
+    all from one draw."""
+    sizes = [leaves[i].size for i in arrays]
+    dtype = jnp.result_type(*[leaves[i].dtype for i in arrays]) if arrays else jnp.float32
+    u = jax.random.uniform(key, (sum(sizes),), dtype, minval=-1.0, maxval=1.0)
+    out, start = list(leaves), 0
+    for i, w, n in zip(arrays, widths, sizes, strict=True):
+        x = leaves[i]
+        out[i] = (w * u[start:start + n]).reshape(x.shape).astype(x.dtype)
+        start += n
+    return out
 
 
 class Constant(Encoder):
@@ -155,6 +236,10 @@ class Linear(Encoder):
         lin = eqx.nn.Linear(self.in_size, _size(self.out_shape), key=_key(key))
         self.weight, self.bias = lin.weight, lin.bias
 
+    def _init_widths(self) -> Linear:
+        w = 1.0 / math.sqrt(self.in_size) if self.in_size else 1.0  # as eqx.nn.Linear
+        return eqx.tree_at(lambda e: (e.weight, e.bias), self, (w, w))
+
     def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         return get_link(self.link)(jnp.reshape(self.weight @ c + self.bias, self.out_shape))
 
@@ -200,6 +285,9 @@ class MLP(_HiddenLayers):
         self.mlp = eqx.nn.MLP(self.in_size, _size(self.out_shape), self.width, self.depth,
                               activation=_activation(self.activation), key=_key(key))
 
+    def _init_widths(self) -> MLP:
+        return _linear_widths(self)
+
     def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
         return get_link(self.link)(jnp.reshape(self.mlp(c), self.out_shape))
 
@@ -227,6 +315,9 @@ class NGAM(_HiddenLayers):
         w, d = self.width, self.depth
         self.mlps = eqx.filter_vmap(
             lambda k: eqx.nn.MLP(1, out, w, d, activation=act, key=k))(keys)
+
+    def _init_widths(self) -> NGAM:
+        return _linear_widths(self)
 
     def feature_effects(self, c: Float[Array, " in_size"]) -> Float[Array, "in_size ..."]:
         """Per-feature contributions ``f_j(c_j)``, shape ``(in_size, *out_shape)``."""
@@ -287,6 +378,9 @@ class Archetype(Encoder):
         self.archetypes = jax.random.uniform(
             k2, (self.num_archetypes, _size(self.out_shape)),
             minval=-self.archetype_init, maxval=self.archetype_init)
+
+    def _init_widths(self) -> Archetype:
+        return eqx.tree_at(lambda e: e.archetypes, _linear_widths(self), self.archetype_init)
 
     def archetype_weights(self, c: Float[Array, " in_size"]) -> Float[Array, " num_archetypes"]:
         """The weights :math:`a(c)` over archetypes."""

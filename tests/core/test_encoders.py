@@ -45,6 +45,50 @@ def test_reinit_same_architecture_new_values(make, getkey):
                                                          jax.tree_util.tree_leaves(b), strict=True))
 
 
+BIG = [  # wide enough that each array holds hundreds of draws
+    lambda k: ctx.nn.Linear(30, (20,), key=k),
+    lambda k: ctx.nn.MLP(30, (20,), width=40, depth=2, key=k),
+    lambda k: ctx.nn.NGAM(4, (20,), width=40, depth=1, key=k),
+    lambda k: ctx.nn.Archetype(30, (20,), num_archetypes=30, width=40, depth=1,
+                               archetype_init=0.3, key=k),
+]
+
+
+@pytest.mark.parametrize("make", BIG, ids=IDS[1:])
+def test_reinit_draws_the_constructors_distribution_in_one_random_call(make, getkey):
+    """reinit draws all arrays at once (one random call in the compiled fit, not one per
+    array), each from the uniform its constructor draws it from: for every array, a
+    two-sample Kolmogorov-Smirnov test of 5 reinits against 5 constructions (thousands of
+    draws; alpha = 1e-3 per array), and both stay inside the same bound."""
+    from scipy import stats
+
+    enc = make(getkey())
+    jaxpr = str(jax.make_jaxpr(lambda k: eqx.filter(enc.reinit(k), eqx.is_array))(getkey()))
+    assert jaxpr.count("random_bits") == 1
+    built = [eqx.filter(make(getkey()), eqx.is_array) for _ in range(5)]
+    redrawn = [eqx.filter(enc.reinit(getkey()), eqx.is_array) for _ in range(5)]
+    for leaves in zip(*map(jax.tree_util.tree_leaves, built + redrawn), strict=True):
+        a = np.concatenate([np.ravel(x) for x in leaves[:5]])
+        b = np.concatenate([np.ravel(x) for x in leaves[5:]])
+        assert stats.ks_2samp(a, b).pvalue > 1e-3, (leaves[0].shape, a.std(), b.std())
+        assert np.abs(b).max() <= np.abs(a).max() * (1 + 2 / a.size) + 1e-7
+
+
+def test_reinit_of_a_subclass_with_its_own_constructor_calls_that_constructor(getkey):
+    """A subclass that starts its arrays elsewhere is not described by its parent's
+    uniform: reinit calls its constructor (here: a last layer that starts at zero)."""
+    class ZeroLast(ctx.nn.MLP):
+        def __init__(self, in_size, out_shape, width=8, depth=1, activation="relu", link=None,
+                     *, key=None):
+            super().__init__(in_size, out_shape, width, depth, activation, link, key=key)
+            self.mlp = eqx.tree_at(lambda m: m.layers[-1].weight, self.mlp,
+                                   jnp.zeros_like(self.mlp.layers[-1].weight))
+
+    new = ZeroLast(3, 2, key=getkey()).reinit(getkey())
+    assert np.all(np.asarray(new.mlp.layers[-1].weight) == 0)
+    assert np.any(np.asarray(new.mlp.layers[0].weight) != 0)
+
+
 @pytest.mark.parametrize("link, check", [
     ("exp", lambda v: np.all(v > 0)),
     ("sigmoid", lambda v: np.all((v > 0) & (v < 1))),
