@@ -6,11 +6,11 @@ constructor arguments as static fields, so :meth:`Encoder.reinit` can draw fresh
 values from a key -- ``ctx.encoder`` uses that to start every seed somewhere else.
 
 ``reinit`` runs inside every compiled fit. The constructors draw each array with its own
-random call (``eqx.nn.MLP`` makes ten, each a loop in the compiled program: a third of a
-MAP program's instructions, and of the time a fresh process takes to load it). So the
-encoders here also say which uniform each array starts from (``_init_widths``) and
-``reinit`` draws all of them with one call: the same distribution as the constructor's,
-other values.
+random call (``eqx.nn.MLP`` makes ten, each a loop in the compiled program: over a quarter
+of the seed MAP program's instructions, and of the time a fresh process takes to load
+it). So the encoders here also say which uniform each array starts from
+(``_init_widths``) and ``reinit`` draws all of them with one call: the same distribution
+as the constructor's, other values.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _key(key: PRNGKeyArray | None) -> PRNGKeyArray:
 def _linear_widths(module: Any) -> Any:
     """``module`` with the arrays of every ``eqx.nn.Linear`` in it (stacked ones too)
     replaced by the half-width Equinox draws them from, uniform on ``[-w, w]`` with
-    ``w = 1/sqrt(in_features)``; every other array by ``None`` (not known)."""
+    ``w = 1/sqrt(in_features)``; every other array by ``_UNKNOWN``."""
     def widths(node: Any) -> Any:
         if isinstance(node, eqx.nn.Linear):
             n = 1 if node.in_features == "scalar" else node.in_features
