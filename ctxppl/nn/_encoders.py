@@ -92,14 +92,18 @@ def _key(key: PRNGKeyArray | None) -> PRNGKeyArray:
     return jax.random.key(0) if key is None else key
 
 
+def _linear_half_width(in_features: int) -> float:
+    """The half-width of the uniform ``eqx.nn.Linear`` draws its weight and bias from."""
+    return 1.0 / math.sqrt(in_features) if in_features else 1.0
+
+
 def _linear_widths(module: Any) -> Any:
     """``module`` with the arrays of every ``eqx.nn.Linear`` in it (stacked ones too)
     replaced by the half-width Equinox draws them from, uniform on ``[-w, w]`` with
     ``w = 1/sqrt(in_features)``; every other array by ``_UNKNOWN``."""
     def widths(node: Any) -> Any:
         if isinstance(node, eqx.nn.Linear):
-            n = 1 if node.in_features == "scalar" else node.in_features
-            w = 1.0 / math.sqrt(n) if n else 1.0
+            w = _linear_half_width(1 if node.in_features == "scalar" else node.in_features)
             return jax.tree_util.tree_map(lambda x: w if eqx.is_array(x) else x, node)
         return _UNKNOWN if eqx.is_array(node) else node
 
@@ -237,7 +241,7 @@ class Linear(Encoder):
         self.weight, self.bias = lin.weight, lin.bias
 
     def _init_widths(self) -> Linear:
-        w = 1.0 / math.sqrt(self.in_size) if self.in_size else 1.0  # as eqx.nn.Linear
+        w = _linear_half_width(self.in_size)
         return eqx.tree_at(lambda e: (e.weight, e.bias), self, (w, w))
 
     def __call__(self, c: Float[Array, " in_size"]) -> Float[Array, "..."]:
